@@ -1,0 +1,1 @@
+"""Siyu channel adapters (one file each, behind channels.base.Channel)."""

@@ -1,0 +1,5 @@
+"""Siyu (私域): playbooks → SQL audiences → decisions → touches."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"

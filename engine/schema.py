@@ -1,0 +1,151 @@
+"""The store's tables (SQLAlchemy Core). Alembic migrations must match this exactly.
+
+Instants are stored in UTC (`UtcDateTime`), money as integer fen (`*_fen`), so
+¥199.99 never rounds into a ¥200 tier and both databases compare exactly.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.engine import Dialect
+from sqlalchemy.types import TypeDecorator
+
+metadata = MetaData(naming_convention={
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+})
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """An aware instant stored as UTC.
+
+    PostgreSQL keeps `timestamptz`; SQLite has no time zones, so the value is stored as
+    naive UTC text and given back as UTC. Naive datetimes are refused on the way in.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r} cannot be stored")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+JsonDocument = JSON().with_variant(postgresql.JSONB(), "postgresql")
+Id = String(64)
+
+ORDER_STATUSES = ("created", "paid", "refunded")
+
+members = Table(
+    "members", metadata,
+    Column("member_id", Id, primary_key=True),
+    Column("nickname", Text),
+    Column("phone", String(32)),
+    Column("origin_platform", String(32)),
+    Column("tier", String(32)),
+    Column("points", Integer),
+    Column("points_expiring", Integer),
+    Column("points_expire_at", UtcDateTime),
+    Column("city", Text),
+    Column("joined_at", UtcDateTime),
+    Column("wecom_external_userid", String(128)),
+    Column("wecom_staff_userid", String(128)),
+    Column("oa_openid", String(128)),
+    Column("oa_subscribed", Boolean, nullable=False, server_default="0"),
+    Column("sms_opt_out", Boolean, nullable=False, server_default="0"),
+    Column("call_opt_out", Boolean, nullable=False, server_default="0"),
+)
+
+member_tags = Table(
+    "member_tags", metadata,
+    Column("member_id", Id, ForeignKey("members.member_id", ondelete="CASCADE"), primary_key=True),
+    Column("tag", String(64), primary_key=True),
+    Index(None, "tag", "member_id"),
+)
+
+orders = Table(
+    "orders", metadata,
+    Column("order_id", Id, primary_key=True),
+    Column("member_id", Id, ForeignKey("members.member_id", ondelete="CASCADE"), nullable=False),
+    Column("platform", String(32)),
+    Column("created_at", UtcDateTime),
+    Column("paid_at", UtcDateTime),
+    Column("amount_fen", BigInteger, nullable=False),
+    Column("status", String(16), nullable=False),
+    CheckConstraint("status IN ('created', 'paid', 'refunded')", name="status"),
+    Index(None, "member_id", "paid_at"),
+    Index(None, "paid_at"),
+)
+
+order_items = Table(
+    "order_items", metadata,
+    Column("order_id", Id, ForeignKey("orders.order_id", ondelete="CASCADE"), primary_key=True),
+    Column("line_no", Integer, primary_key=True),
+    Column("sku", String(64)),
+    Column("category", String(64)),
+    Column("quantity", Integer, nullable=False, server_default="1"),
+    Column("amount_fen", BigInteger),
+    Column("trial", Boolean, nullable=False, server_default="0"),
+    Index(None, "category", "order_id"),
+    Index(None, "sku", "order_id"),
+)
+
+coupons = Table(
+    "coupons", metadata,
+    Column("coupon_id", Id, primary_key=True),
+    Column("member_id", Id, ForeignKey("members.member_id", ondelete="CASCADE"), nullable=False),
+    Column("threshold_fen", BigInteger, nullable=False),
+    Column("discount_fen", BigInteger, nullable=False),
+    Column("issued_at", UtcDateTime),
+    Column("expires_at", UtcDateTime),
+    Column("redeemed_at", UtcDateTime),
+    Index(None, "member_id", "expires_at"),
+    Index(None, "expires_at"),
+)
+
+events = Table(
+    "events", metadata,
+    Column("event_id", Id, primary_key=True),
+    Column("member_id", Id, ForeignKey("members.member_id", ondelete="CASCADE"), nullable=False),
+    Column("type", String(64), nullable=False),
+    Column("occurred_at", UtcDateTime, nullable=False),
+    Column("attributes", JsonDocument, nullable=False),
+    Index(None, "member_id", "type", "occurred_at"),
+    Index(None, "type", "occurred_at"),
+)
+
+store_meta = Table(
+    "store_meta", metadata,
+    Column("key", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
+MEMBER_FIELDS: tuple[str, ...] = tuple(c.name for c in members.columns)
