@@ -330,7 +330,7 @@ def _condition_kind(value: Any) -> str | None:
 
 
 Condition = Annotated[
-    Union[  # noqa: UP007 - Tag annotations need the explicit Union
+    Union[
         Annotated["Group", Tag("group")],
         *(Annotated[model, Tag(name)] for name, model in LEAF_MODELS.items()),  # type: ignore[misc]
     ],

@@ -56,7 +56,7 @@ class PlaybookError(ProblemsError):
     """A playbook is invalid."""
 
 
-class ConfigError(SiyuError):
+class ConfigError(ProblemsError):
     """The configuration is invalid."""
 
 

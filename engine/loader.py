@@ -7,38 +7,15 @@ errors are then mapped back to those positions. Nothing here raises anything but
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import yaml
 from pydantic import ValidationError
 
 from engine.errors import PlaybookError, Problem
 from engine.playbook import Playbook
-
-PathKey = tuple[Any, ...]
-Position = tuple[int, int]
-
-
-@dataclass
-class SourceMap:
-    """Where each value (and each mapping key) of a YAML document sits, by path."""
-
-    values: dict[PathKey, Position] = field(default_factory=dict)
-    keys: dict[PathKey, Position] = field(default_factory=dict)
-    texts: dict[PathKey, str] = field(default_factory=dict)
-
-    def locate(self, path: PathKey, key: bool = False) -> Position | None:
-        table = self.keys if key else self.values
-        while path:
-            if path in table:
-                return table[path]
-            if key and path in self.values:
-                return self.values[path]
-            path = path[:-1]
-        return self.values.get((), None)
+from engine.yamlsource import SourceMap, parse_yaml, validation_problems
 
 
 @dataclass(frozen=True)
@@ -49,163 +26,10 @@ class LoadedPlaybook:
     path: Path
     source: SourceMap
 
-    def location(self, path: PathKey) -> tuple[int, int] | None:
-        return self.source.locate(path)
-
-
-def _mark(node: yaml.Node) -> Position:
-    return node.start_mark.line + 1, node.start_mark.column + 1
-
-
-class _Builder:
-    """Turns a composed YAML node tree into Python values and a SourceMap."""
-
-    def __init__(self, file: str) -> None:
-        self.file = file
-        self.loader = yaml.SafeLoader("")
-        self.source = SourceMap()
-        self.problems: list[Problem] = []
-
-    def build(self, node: yaml.Node, path: PathKey = ()) -> Any:
-        self.source.values[path] = _mark(node)
-        if isinstance(node, yaml.MappingNode):
-            self.loader.flatten_mapping(node)
-            out: dict[Any, Any] = {}
-            for key_node, value_node in node.value:
-                key = self.loader.construct_object(key_node, deep=True)
-                if not isinstance(key, str | int | float | bool) and key is not None:
-                    line, col = _mark(key_node)
-                    self.problems.append(Problem(self.file, line, col, "a key must be plain text"))
-                    continue
-                if key in out:
-                    line, col = _mark(key_node)
-                    self.problems.append(Problem(self.file, line, col, f"duplicate key {key!r}"))
-                    continue
-                self.source.keys[(*path, key)] = _mark(key_node)
-                out[key] = self.build(value_node, (*path, key))
-            return out
-        if isinstance(node, yaml.SequenceNode):
-            return [self.build(item, (*path, i)) for i, item in enumerate(node.value)]
-        if isinstance(node, yaml.ScalarNode):
-            self.source.texts[path] = node.value
-        return self.loader.construct_object(node, deep=True)
-
-
-def parse_yaml(text: str, file: str) -> tuple[Any, SourceMap]:
-    """Parse one YAML document; PlaybookError (located) for anything malformed."""
-    try:
-        documents = list(yaml.compose_all(text, Loader=yaml.SafeLoader))
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line, col = (mark.line + 1, mark.column + 1) if mark else (None, None)
-        detail = exc.problem or exc.context or "malformed YAML"
-        raise PlaybookError([Problem(file, line, col, f"malformed YAML: {detail}")]) from None
-    except yaml.YAMLError as exc:
-        raise PlaybookError([Problem(file, None, None, f"malformed YAML: {exc}")]) from None
-    documents = [d for d in documents if d is not None]
-    if not documents:
-        raise PlaybookError([Problem(file, None, None, "empty playbook: expected keys such as id, name, "
-                                                      "trigger, audience, channels")])
-    if len(documents) > 1:
-        line, col = _mark(documents[1])
-        raise PlaybookError([Problem(file, line, col, "one playbook per file (found a second YAML document)")])
-    builder = _Builder(file)
-    try:
-        value = builder.build(documents[0])
-    except yaml.YAMLError as exc:
-        raise PlaybookError([Problem(file, None, None, f"malformed YAML: {exc}")]) from None
-    if builder.problems:
-        raise PlaybookError(builder.problems)
-    return value, builder.source
-
-
-def _data_path(data: Any, loc: Sequence[Any]) -> PathKey:
-    """Keep the parts of a pydantic `loc` that exist in the data (drop union tags)."""
-    path: list[Any] = []
-    current = data
-    for part in loc:
-        if isinstance(current, dict) and part in current:
-            current = current[part]
-            path.append(part)
-        elif isinstance(current, list) and isinstance(part, int) and 0 <= part < len(current):
-            current = current[part]
-            path.append(part)
-    return tuple(path)
-
-
-def _describe(value: Any, source_text: str | None) -> str:
-    if isinstance(value, bool):
-        return f"a yes/no value ({source_text or value})"
-    if isinstance(value, int | float):
-        return f"a number ({source_text or value})"
-    return type(value).__name__
-
-
-def _message(error: Any, data: Any, path: PathKey, source: SourceMap) -> tuple[str, bool]:
-    """(message, whether it is about a key) for one pydantic error."""
-    kind = error["type"]
-    ctx = error.get("ctx") or {}
-    if kind == "unknown_key":
-        return error["msg"], True
-    if kind == "unknown_condition":
-        value = error.get("input")
-        from engine.audience import GROUP_KEYS, LEAF_MODELS
-        from engine.grammar import did_you_mean
-        names = [*GROUP_KEYS, *LEAF_MODELS]
-        if isinstance(value, dict) and len(value) == 1:
-            (key,) = value
-            return f"unknown condition {key!r}{did_you_mean(str(key), names)}; expected one of: " \
-                   f"{', '.join(names)}", True
-        if isinstance(value, dict) and len(value) > 1:
-            return f"one condition per list item, found {len(value)}: {', '.join(map(str, value))} " \
-                   "(write each as its own `- ` item)", False
-        return f"expected a condition such as `- tag: vip`, got {_describe(value, None)}", False
-    if kind in ("string_type", "string_sub_type"):
-        value = error.get("input")
-        text = source.texts.get(path)
-        if isinstance(value, int | float | bool):
-            return f"expected text, got {_describe(value, text)}: quote it, e.g. \"{text or value}\"", False
-        return f"expected text, got {_describe(value, text)}", False
-    if kind == "string_pattern_mismatch" and path == ("id",):
-        return "a playbook id is lowercase letters, digits and '-', starting with a letter or digit " \
-               "(e.g. pet-milk-refill)", False
-    if kind == "missing":
-        return f"missing required key {error['loc'][-1]!r}", False
-    if kind == "literal_error" and ctx.get("expected"):
-        value = error.get("input")
-        from engine.grammar import did_you_mean
-        options = [o.strip(" '") for o in str(ctx["expected"]).replace(" or ", ",").split(",")]
-        return f"{value!r} is not one of: {', '.join(options)}{did_you_mean(str(value), options)}", False
-    message = str(error["msg"])
-    for prefix in ("Value error, ", "Assertion failed, "):
-        message = message.removeprefix(prefix)
-    return message, False
-
-
-def validation_problems(exc: ValidationError, data: Any, source: SourceMap, file: str) -> list[Problem]:
-    problems: list[Problem] = []
-    seen: set[tuple[Any, ...]] = set()
-    for error in exc.errors(include_url=False):
-        path = _data_path(data, error["loc"])
-        message, about_key = _message(error, data, path, source)
-        ctx = error.get("ctx") or {}
-        if error["type"] == "unknown_key" and "key" in ctx:
-            path = (*path, ctx["key"])
-        elif error["type"] == "unknown_condition" and isinstance(error.get("input"), dict) \
-                and len(error["input"]) == 1:
-            path = (*path, next(iter(error["input"])))
-        position = source.locate(path, key=about_key) or (None, None)
-        key = (position, message)
-        if key in seen:
-            continue
-        seen.add(key)
-        problems.append(Problem(file, position[0], position[1], message))
-    return problems
-
 
 def load_text(text: str, file: str) -> tuple[Playbook, SourceMap]:
     """Validate one playbook's YAML text; PlaybookError with every located problem."""
-    data, source = parse_yaml(text, file)
+    data, source = parse_yaml(text, file, PlaybookError)
     if not isinstance(data, dict):
         line, col = source.values.get((), (None, None))
         raise PlaybookError([Problem(file, line, col, "a playbook is a mapping of keys such as id, name, "

@@ -7,6 +7,7 @@ Instants are stored in UTC (`UtcDateTime`), money as integer fen (`*_fen`), so
 from __future__ import annotations
 
 from datetime import UTC, datetime
+
 from sqlalchemy import (
     JSON,
     BigInteger,

@@ -1,0 +1,267 @@
+"""The `siyu` command line. Errors are shown here, once, as `file:line:col: message`; never a traceback."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Sequence
+from contextlib import ExitStack
+from datetime import date, datetime, time
+from pathlib import Path
+from typing import IO, Any
+
+from engine import __version__
+from engine.errors import ProblemsError, SiyuError, UsageError
+
+Command = Callable[[argparse.Namespace], int]
+
+
+def _config(args: argparse.Namespace) -> Any:
+    from engine.config import load_config
+
+    settings, _ = load_config(Path(args.config) if getattr(args, "config", None) else None)
+    return settings
+
+
+def _playbooks(paths: Sequence[str], settings: Any) -> Any:
+    from engine.loader import load_playbooks
+
+    return load_playbooks([Path(p) for p in (paths or [settings.playbooks])])
+
+
+def _engine(url: str, require: bool = True) -> Any:
+    from engine.store import open_engine, require_schema
+
+    engine = open_engine(url)
+    if require:
+        require_schema(engine)
+    return engine
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    settings = _config(args)
+    loaded = _playbooks(args.paths, settings)
+    print(f"ok: {len(loaded)} playbook(s) valid")
+    return 0
+
+
+def cmd_compile(args: argparse.Namespace) -> int:
+    from engine.clock import now, parse_at, zone
+    from engine.compiler import Frame, compile_audience
+    from engine.dryrun import playbook_zone
+
+    settings = _config(args)
+    (loaded,) = _playbooks([args.playbook], settings) or [None]
+    engine = _engine(args.db, require=False)
+    tz = zone(settings.timezone)
+    at = parse_at(args.at, tz) if args.at else now()
+    playbook = loaded.playbook
+    frame = Frame(at, playbook_zone(playbook, settings.timezone), engine.dialect.name)
+    compiled = compile_audience(playbook, frame, event_window=settings.misfire_grace_td
+                                if playbook.is_event_triggered else None)
+    sql = compiled.statement.compile(dialect=engine.dialect, compile_kwargs={"literal_binds": args.literal})
+    print(f"-- {playbook.id} as of {at.isoformat()} ({engine.dialect.name})")
+    print(str(sql).strip() + ";")
+    if not args.literal:
+        print("-- parameters:")
+        for key, value in sql.params.items():
+            print(f"--   {key} = {value!r}")
+    return 0
+
+
+def _open_out(stack: ExitStack, out: str | None) -> IO[str]:
+    if out is None or out == "-":
+        return sys.stdout
+    return stack.enter_context(open(out, "w", encoding="utf-8", newline=""))
+
+
+def cmd_dry_run(args: argparse.Namespace) -> int:
+    from engine.clock import parse_at, parse_duration, zone
+    from engine.dryrun import dry_run
+    from engine.output import writer_for
+
+    settings = _config(args)
+    loaded = _playbooks(args.paths, settings)
+    engine = _engine(args.db)
+    at = parse_at(args.at, zone(settings.timezone))
+    try:
+        window = parse_duration(args.window) if args.window else settings.misfire_grace_td
+    except ValueError as exc:
+        raise UsageError(str(exc), location="--window") from None
+    playbooks = [lp.playbook for lp in loaded]
+    with ExitStack() as stack:
+        out = _open_out(stack, args.out)
+        writer = writer_for(args.format, out, {p.id: p.name for p in playbooks})
+        if hasattr(writer, "start"):
+            for p in playbooks:
+                if p.enabled:
+                    writer.start(p.id)
+        for decision in dry_run(engine, playbooks, at, default_timezone=settings.timezone,
+                                links=settings.links, event_window=window):
+            writer.write(decision)
+        writer.close()
+    return 0
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    from engine.clock import parse_at, zone
+    from engine.explain import explain, find_playbook, render_explanation
+
+    settings = _config(args)
+    playbook = find_playbook(args.playbook, settings)
+    engine = _engine(args.db)
+    at = parse_at(args.at, zone(settings.timezone))
+    explanation = explain(engine, playbook, args.member_id, at, settings, event_id=args.event)
+    render_explanation(explanation, sys.stdout)
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from engine.clock import zone
+    from engine.importer import import_directory
+    from engine.store import upgrade
+
+    try:
+        tz = zone(args.tz)
+    except ValueError as exc:
+        raise UsageError(str(exc), location="--tz") from None
+    directory = Path(args.directory)
+    if not directory.is_dir():
+        raise UsageError(f"{directory}: no such directory")
+    engine = _engine(args.db, require=False)
+    upgrade(engine)
+    report = import_directory(engine, directory, tz, progress=sys.stderr.isatty())
+    for result in report.files:
+        print(f"{result.file}: {result.rows:,} row(s) imported" if not result.problems
+              else f"{result.file}: nothing imported ({len(result.problems)} bad row(s))")
+    for problem in report.problems:
+        print(problem, file=sys.stderr)
+    return 1 if report.problems else 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from engine.clock import now, zone
+    from engine.demo import DemoSpec, ensure_demo
+    from engine.dryrun import dry_run
+    from engine.output import TableWriter
+    from engine.store import upgrade
+
+    settings = _config(args)
+    tz = zone(settings.timezone)
+    try:
+        today = date.fromisoformat(args.today) if args.today else now().astimezone(tz).date()
+    except ValueError:
+        raise UsageError(f"bad date {args.today!r}: use YYYY-MM-DD", location="--today") from None
+    if args.members < 1:
+        raise UsageError("must be at least 1", location="--members")
+    engine = _engine(args.db, require=False)
+    upgrade(engine)
+    spec = DemoSpec(members=args.members, seed=args.seed, today=today, tz=tz)
+    created = ensure_demo(engine, spec, progress=sys.stderr.isatty())
+    print(f"{'created' if created else 'reusing'} demo brand in {engine.url.render_as_string(hide_password=True)}: "
+          f"{args.members:,} members, seed {args.seed}, today {today.isoformat()}", file=sys.stderr)
+    loaded = _playbooks(args.playbooks and [args.playbooks], settings)
+    playbooks = [lp.playbook for lp in loaded]
+    at = datetime.combine(today, time(10, 0), tzinfo=tz)
+    writer = TableWriter(sys.stdout, {p.id: p.name for p in playbooks})
+    for p in playbooks:
+        if p.enabled:
+            writer.start(p.id)
+    for decision in dry_run(engine, playbooks, at, default_timezone=settings.timezone,
+                            links=settings.links, event_window=settings.misfire_grace_td):
+        writer.write(decision)
+    print(f"dry-run of {len(playbooks)} playbook(s) at {at.isoformat()}; nothing was sent")
+    writer.close()
+    return 0
+
+
+def cmd_db_upgrade(args: argparse.Namespace) -> int:
+    from engine.store import upgrade
+
+    engine = _engine(args.db, require=False)
+    upgrade(engine)
+    print(f"{engine.url.render_as_string(hide_password=True)}: schema is up to date")
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="siyu", description="Siyu (私域): private-domain marketing playbooks")
+    parser.add_argument("--version", action="version", version=f"siyu {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, func: Command, help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(func=func)
+        return p
+
+    p = command("check", cmd_check, "validate playbooks (exit 1 on any problem)")
+    p.add_argument("paths", nargs="*", help="playbook files or directories (default: config playbooks)")
+    p.add_argument("--config", help="config file")
+
+    p = command("compile", cmd_compile, "print a playbook's audience SQL for the database's dialect")
+    p.add_argument("playbook", help="a playbook file")
+    p.add_argument("--db", required=True, help="database URL (selects the SQL dialect)")
+    p.add_argument("--at", help="evaluation instant (default: now)")
+    p.add_argument("--config", help="config file")
+    p.add_argument("--literal", action="store_true", help="inline the parameters (for reading only)")
+
+    p = command("dry-run", cmd_dry_run, "show who each playbook would touch, and why; writes nothing")
+    p.add_argument("paths", nargs="*", help="playbook files or directories (default: config playbooks)")
+    p.add_argument("--db", required=True, help="database URL")
+    p.add_argument("--at", required=True, help="evaluation instant (ISO 8601; no offset = config timezone)")
+    p.add_argument("--config", help="config file (links, timezone)")
+    p.add_argument("--window", help="event-triggered playbooks: events due in (at − window, at] (default 1h)")
+    p.add_argument("--format", choices=("table", "jsonl", "csv"), default="table")
+    p.add_argument("--out", help="output file (default: stdout)")
+
+    p = command("explain", cmd_explain, "why did (or didn't) this member get it?")
+    p.add_argument("member_id")
+    p.add_argument("playbook", help="a playbook file, or an id in the config's playbooks directory")
+    p.add_argument("--db", required=True, help="database URL")
+    p.add_argument("--at", required=True, help="evaluation instant")
+    p.add_argument("--config", help="config file")
+    p.add_argument("--event", help="event id (event-triggered playbooks)")
+
+    p = command("import", cmd_import, "import members/orders/order_items/coupons/events CSV files")
+    p.add_argument("directory")
+    p.add_argument("--db", required=True, help="database URL")
+    p.add_argument("--tz", default="Asia/Shanghai", help="timezone of timestamps without an offset")
+
+    p = command("demo", cmd_demo, "create (or reuse) a demo brand and dry-run every playbook at 10:00")
+    p.add_argument("--db", default="sqlite:///demo.db", help="database URL (default sqlite:///demo.db)")
+    p.add_argument("--members", type=int, default=20_000)
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--today", help="reference date YYYY-MM-DD (default: today)")
+    p.add_argument("--playbooks", help="playbook directory (default: config playbooks)")
+    p.add_argument("--config", help="config file")
+
+    p = command("db", cmd_db_upgrade, "database schema: `siyu db upgrade --db URL`")
+    p.add_argument("action", choices=("upgrade",))
+    p.add_argument("--db", required=True, help="database URL")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        result: int = args.func(args)
+        return result
+    except ProblemsError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return 1
+    except SiyuError as exc:
+        print(f"siyu: {exc}", file=sys.stderr)
+        return 2 if isinstance(exc, UsageError) else 1
+    except KeyboardInterrupt:
+        print("siyu: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+    except Exception as exc:  # the edge: never a traceback for people, unless asked for
+        if os.environ.get("SIYU_DEBUG"):
+            raise
+        print(f"siyu: internal error: {type(exc).__name__}: {exc} (set SIYU_DEBUG=1 for details)",
+              file=sys.stderr)
+        return 70

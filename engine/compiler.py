@@ -1,0 +1,476 @@
+"""Audience compiler: a playbook's audience tree → one SQLAlchemy Core SELECT.
+
+Shape (see ../shared/sql-notes.md): every per-member order metric the playbook needs
+comes from ONE aggregation over paid orders (conditional aggregates for windows, a
+window function for the habitual platform), joined to `members` by primary key; leaves
+on order lines, tags, events and coupons are EXISTS subqueries on indexed base tables.
+Local calendar windows are turned into UTC bounds in Python, once, and bound as
+parameters; no column name is ever taken from YAML text. "Why" facts are correlated
+scalar subqueries in the SELECT list, so they are computed only for audience rows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import (
+    ColumnElement,
+    FromClause,
+    Select,
+    String,
+    and_,
+    case,
+    cast,
+    exists,
+    false,
+    func,
+    literal,
+    not_,
+    or_,
+    select,
+    true,
+)
+
+from engine import audience as a
+from engine.clock import day_start, local_date, utc
+from engine.playbook import Playbook
+from engine.reachability import reachable
+from engine.schema import coupons, events, member_tags, members, order_items, orders
+
+FEN_PER_YUAN = 100
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One evaluation: the instant, the playbook timezone, and its local 'today'."""
+
+    at: datetime
+    tz: ZoneInfo
+    dialect: str
+
+    @property
+    def at_utc(self) -> datetime:
+        return utc(self.at)
+
+    @property
+    def today(self) -> date:
+        return local_date(self.at, self.tz)
+
+    def day_start(self, days_ago: int) -> datetime:
+        """UTC start of the local date `days_ago` days before today (negative: after)."""
+        return day_start(self.today - timedelta(days=days_ago), self.tz)
+
+    def bounds(self, window: a.Window) -> tuple[datetime, datetime] | None:
+        """[start, end) in UTC covering the window's local dates, or None for no window."""
+        days = window.day_range()
+        if days is None:
+            return None
+        near, far = days
+        return self.day_start(far), self.day_start(near - 1)
+
+
+def _in_bounds(column: Any, bounds: tuple[datetime, datetime] | None) -> ColumnElement[bool]:
+    if bounds is None:
+        return true()
+    return and_(column >= bounds[0], column < bounds[1])
+
+
+def text_of_json(column: Any, key: str, dialect: str) -> ColumnElement[str]:
+    """An event attribute's JSON value as text: `true`, `12`, `x` for "x"; NULL when absent or null.
+
+    PostgreSQL's `->>` already does this. SQLite's json_extract gives 1/0 for booleans, so
+    booleans are spelled out from json_type.
+    """
+    if dialect == "postgresql":
+        return column[key].as_string()  # type: ignore[no-any-return]
+    path = '$."' + key.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    kind = func.json_type(column, path)
+    return case(
+        (kind == "true", literal("true")),
+        (kind == "false", literal("false")),
+        (kind == "null", literal(None, String)),
+        else_=cast(func.json_extract(column, path), String),
+    )
+
+
+def byte_order(column: Any, dialect: str) -> Any:
+    """`column` ordered by bytes (PostgreSQL's default collation may be linguistic)."""
+    return column.collate("C") if dialect == "postgresql" else column
+
+
+def compare(column: Any, ops: a._Ops, scale: Any = None) -> ColumnElement[bool]:
+    """Two-valued comparison of `column` (NULL → false); `scale(v)` converts YAML values."""
+    conv = scale or (lambda v: v)
+    parts: list[ColumnElement[bool]] = []
+    for op, value in ops.operators():
+        if op == "eq":
+            parts.append(column == conv(value))
+        elif op == "ne":
+            parts.append(column != conv(value))
+        elif op == "gt":
+            parts.append(column > conv(value))
+        elif op == "gte":
+            parts.append(column >= conv(value))
+        elif op == "lt":
+            parts.append(column < conv(value))
+        elif op == "lte":
+            parts.append(column <= conv(value))
+        elif op == "in":
+            parts.append(column.in_([conv(v) for v in value]))
+        elif op == "not_in":
+            parts.append(column.not_in([conv(v) for v in value]))
+        elif op == "between":
+            parts.append(column.between(conv(value[0]), conv(value[1])))
+    return and_(column.is_not(None), *parts)
+
+
+def _fen(value: Decimal) -> int:
+    return int(value * FEN_PER_YUAN)
+
+
+def _average_compare(total: Any, count: Any, ops: a._Ops) -> ColumnElement[bool]:
+    """avg op X ⇔ total op X·count (count > 0): exact, no division, no rounding."""
+    parts: list[ColumnElement[bool]] = [count > 0]
+    for op, value in ops.operators():
+        if op == "between":
+            parts.append(and_(total >= _fen(value[0]) * count, total <= _fen(value[1]) * count))
+        elif op in ("in", "not_in"):
+            any_eq = or_(*(total == _fen(v) * count for v in value))
+            parts.append(any_eq if op == "in" else not_(any_eq))
+        else:
+            scaled = _fen(value) * count
+            parts.append({"eq": total == scaled, "ne": total != scaled, "gt": total > scaled,
+                          "gte": total >= scaled, "lt": total < scaled, "lte": total <= scaled}[op])
+    return and_(*parts)
+
+
+@dataclass
+class CompiledLeaf:
+    """One leaf: its label, its SQL truth value, and the fact shown in `why`."""
+
+    label: str
+    leaf: Any
+    predicate: ColumnElement[bool]
+    fact: ColumnElement[Any] | None
+
+
+@dataclass
+class CompiledAudience:
+    """The compiled SELECT and what its columns mean."""
+
+    statement: Select[Any]
+    leaves: list[CompiledLeaf]
+    fact_labels: dict[str, str] = field(default_factory=dict)  # column key → leaf label
+    channels: list[str] = field(default_factory=list)
+    event_mode: bool = False
+
+
+def leaf_label(leaf: Any) -> str:
+    """A short human label for a leaf, e.g. `last_purchase(category=pet_milk, days_ago=21)`."""
+    kind, arg = leaf.kind, leaf.arg
+    if kind in ("purchased", "last_purchase"):
+        return f"{kind}({arg.describe()})"
+    if kind in ("order_count", "total_spend", "avg_order_value"):
+        window = "" if not arg.has_window() else f"{arg.describe_window()}, "
+        return f"{kind}({window}{arg.describe()})"
+    if kind == "member":
+        return "member(" + ", ".join(f"{name} {ops.describe()}" for name, ops in arg.fields()) + ")"
+    if kind == "tag":
+        return f"tag({arg})"
+    if kind == "event":
+        where = "".join(f", {k}={v}" for k, v in (arg.where or {}).items())
+        return f"event(type={arg.type}, {arg.describe_window()}{where})"
+    if kind == "coupon_expiring":
+        return f"coupon_expiring(within_days={arg.within_days})"
+    if kind == "points_expiring":
+        return f"points_expiring(within_days={arg.within_days}, min_points={arg.min_points})"
+    if kind == "reachable":
+        return f"reachable({', '.join(leaf.channels())})"
+    if kind == "triggering_order":
+        return f"triggering_order(paid={str(arg.paid).lower()})"
+    return kind
+
+
+def paid_by(o: FromClause, at: datetime) -> ColumnElement[bool]:
+    """A paid, not refunded order whose payment happened at or before `at`."""
+    return and_(o.c.status == "paid", o.c.paid_at.is_not(None), o.c.paid_at <= at)
+
+
+class _Compiler:
+    """Builds one playbook's statement for one Frame. One instance per compilation."""
+
+    def __init__(self, playbook: Playbook, frame: Frame) -> None:
+        self.playbook = playbook
+        self.frame = frame
+        self.at = frame.at_utc
+        self.m = members
+        self.event_mode = playbook.is_event_triggered
+        self.windows: dict[tuple[int, int] | None, int] = {}
+        for leaf in a.walk_leaves(playbook.audience):
+            if leaf.kind in ("order_count", "total_spend", "avg_order_value"):
+                self.windows.setdefault(leaf.arg.day_range(), len(self.windows))
+        self.leaves: list[CompiledLeaf] = []
+
+    # -- the one per-member aggregation --------------------------------------------------------
+    def stats(self, restrict: Any = None) -> FromClause:
+        o = orders
+        paid = paid_by(o, self.at)
+        per_platform: list[Any] = [
+            o.c.member_id, o.c.platform.label("platform"),
+            func.count().label("n"), func.sum(o.c.amount_fen).label("fen"),
+            func.max(o.c.paid_at).label("last_paid_at"),
+        ]
+        for days, i in self.windows.items():
+            if days is None:
+                continue
+            inside = _in_bounds(o.c.paid_at, (self.frame.day_start(days[1]), self.frame.day_start(days[0] - 1)))
+            per_platform.append(func.sum(case((inside, 1), else_=0)).label(f"n_{i}"))
+            per_platform.append(func.sum(case((inside, o.c.amount_fen), else_=0)).label(f"fen_{i}"))
+        where = [paid] if restrict is None else [paid, o.c.member_id.in_(restrict)]
+        stage1 = select(*per_platform).where(*where).group_by(o.c.member_id, o.c.platform).subquery("per_platform")
+        member_window = {"partition_by": stage1.c.member_id}
+        ranked: list[Any] = [
+            stage1.c.member_id,
+            stage1.c.platform.label("habitual_platform"),
+            func.sum(stage1.c.n).over(**member_window).label("order_count"),
+            func.sum(stage1.c.fen).over(**member_window).label("total_fen"),
+            func.max(stage1.c.last_paid_at).over(**member_window).label("last_purchase_at"),
+            func.row_number().over(
+                partition_by=stage1.c.member_id,
+                order_by=(stage1.c.n.desc(), stage1.c.last_paid_at.desc(),
+                          byte_order(stage1.c.platform, self.frame.dialect).asc().nulls_last()),
+            ).label("platform_rank"),
+        ]
+        for days, i in self.windows.items():
+            if days is not None:
+                ranked.append(func.sum(stage1.c[f"n_{i}"]).over(**member_window).label(f"n_{i}"))
+                ranked.append(func.sum(stage1.c[f"fen_{i}"]).over(**member_window).label(f"fen_{i}"))
+        stage2 = select(*ranked).subquery("ranked")
+        return select(stage2).where(stage2.c.platform_rank == 1).subquery("stats")
+
+    def _window_columns(self, stats: FromClause, days: tuple[int, int] | None) -> tuple[Any, Any]:
+        if days is None:
+            return func.coalesce(stats.c.order_count, 0), func.coalesce(stats.c.total_fen, 0)
+        i = self.windows[days]
+        return func.coalesce(stats.c[f"n_{i}"], 0), func.coalesce(stats.c[f"fen_{i}"], 0)
+
+    # -- leaves -------------------------------------------------------------------------------
+    def _matching_lines(self, f: a.PurchaseFilter) -> tuple[FromClause, list[ColumnElement[bool]], Any]:
+        """The member's paid order lines matching `f`: (FROM, conditions, the paid_at column)."""
+        o = orders.alias("o")
+        source: FromClause = o
+        conditions = [o.c.member_id == self.m.c.member_id, paid_by(o, self.at)]
+        if f.platform is not None:
+            conditions.append(o.c.platform == f.platform)
+        if f.category is not None or f.sku is not None or f.trial is not None:
+            i = order_items.alias("i")
+            source = o.join(i, i.c.order_id == o.c.order_id)
+            if f.category is not None:
+                conditions.append(i.c.category == f.category)
+            if f.sku is not None:
+                conditions.append(i.c.sku == f.sku)
+            if f.trial is not None:
+                conditions.append(i.c.trial.is_(true() if f.trial else false()))
+        return source, conditions, o.c.paid_at
+
+    def leaf(self, leaf: Any, stats: FromClause, event_row: FromClause | None) -> CompiledLeaf:
+        kind, arg = leaf.kind, leaf.arg
+        label = leaf_label(leaf)
+        frame = self.frame
+        m = self.m
+        if kind in ("purchased", "last_purchase"):
+            source, conditions, paid_at = self._matching_lines(arg)
+            bounds = frame.bounds(arg)
+            in_window = exists().select_from(source).where(*conditions, _in_bounds(paid_at, bounds))
+            if kind == "purchased":
+                fact = select(func.max(paid_at)).select_from(source).where(
+                    *conditions, _in_bounds(paid_at, bounds)).scalar_subquery()
+                return CompiledLeaf(label, leaf, in_window, fact)
+            assert bounds is not None
+            newer = exists().select_from(source).where(*conditions, paid_at >= bounds[1])
+            fact = select(func.max(paid_at)).select_from(source).where(*conditions).scalar_subquery()
+            return CompiledLeaf(label, leaf, and_(in_window, not_(newer)), fact)
+        if kind in ("order_count", "total_spend", "avg_order_value"):
+            count, total = self._window_columns(stats, arg.day_range())
+            if kind == "order_count":
+                return CompiledLeaf(label, leaf, compare(count, arg), count)
+            if kind == "total_spend":
+                return CompiledLeaf(label, leaf, compare(total, arg, _fen), total)
+            average = case((count > 0, total * literal(1.0) / count), else_=None)
+            return CompiledLeaf(label, leaf, _average_compare(total, count, arg), average)
+        if kind == "member":
+            parts = []
+            for name, ops in arg.fields():
+                if name == "habitual_platform":
+                    parts.append(compare(stats.c.habitual_platform, ops))
+                elif name == "joined_days_ago":
+                    parts.append(self._joined_days_ago(ops))
+                else:
+                    parts.append(compare(m.c[name], ops))
+            return CompiledLeaf(label, leaf, and_(*parts), None)
+        if kind == "tag":
+            t = member_tags.alias("t")
+            return CompiledLeaf(label, leaf, exists().where(t.c.member_id == m.c.member_id, t.c.tag == arg), None)
+        if kind == "event":
+            e = events.alias("e")
+            conditions = [e.c.member_id == m.c.member_id, e.c.type == arg.type, e.c.occurred_at <= self.at,
+                          _in_bounds(e.c.occurred_at, frame.bounds(arg))]
+            for key, value in (arg.where or {}).items():
+                conditions.append(text_of_json(e.c.attributes, key, frame.dialect) == value)
+            fact = select(func.max(e.c.occurred_at)).where(*conditions).scalar_subquery()
+            return CompiledLeaf(label, leaf, exists().where(*conditions), fact)
+        if kind == "coupon_expiring":
+            c = coupons.alias("c")
+            conditions = [c.c.member_id == m.c.member_id,
+                          or_(c.c.issued_at.is_(None), c.c.issued_at <= self.at),
+                          or_(c.c.redeemed_at.is_(None), c.c.redeemed_at > self.at),
+                          c.c.expires_at > self.at, c.c.expires_at < frame.day_start(-arg.within_days - 1)]
+            fact = select(func.min(c.c.expires_at)).where(*conditions).scalar_subquery()
+            return CompiledLeaf(label, leaf, exists().where(*conditions), fact)
+        if kind == "points_expiring":
+            predicate = and_(m.c.points_expiring.is_not(None), m.c.points_expiring >= arg.min_points,
+                             m.c.points_expire_at.is_not(None), m.c.points_expire_at >= frame.day_start(0),
+                             m.c.points_expire_at < frame.day_start(-arg.within_days - 1))
+            return CompiledLeaf(label, leaf, predicate, m.c.points_expire_at)
+        if kind == "reachable":
+            return CompiledLeaf(label, leaf, or_(*(reachable(ch, m) for ch in leaf.channels())), None)
+        if kind == "triggering_order":
+            assert event_row is not None, "triggering_order needs an event trigger"
+            o = orders.alias("t_o")
+            order_id = text_of_json(event_row.c.attributes, "order_id", frame.dialect)
+            paid = and_(o.c.paid_at.is_not(None), o.c.paid_at <= self.at, o.c.status != "created")
+            predicate = exists().where(o.c.order_id == order_id, o.c.member_id == m.c.member_id,
+                                       paid if arg.paid else not_(paid))
+            fact = select(o.c.status).where(o.c.order_id == order_id).scalar_subquery()
+            return CompiledLeaf(label, leaf, predicate, fact)
+        raise AssertionError(f"no compiler for leaf {kind}")
+
+    def _joined_days_ago(self, ops: a._Ops) -> ColumnElement[bool]:
+        """joined_days_ago op N, as bounds on joined_at (local join date vs local today)."""
+        joined = self.m.c.joined_at
+
+        def on_day(n: int) -> ColumnElement[bool]:  # local join date is today − n
+            return and_(joined >= self.frame.day_start(n), joined < self.frame.day_start(n - 1))
+
+        def at_least(n: int) -> ColumnElement[bool]:  # days ago ≥ n ⇔ joined before the start of today−n+1
+            return joined < self.frame.day_start(n - 1)
+
+        def at_most(n: int) -> ColumnElement[bool]:
+            return joined >= self.frame.day_start(n)
+
+        parts: list[ColumnElement[bool]] = [joined.is_not(None)]
+        for op, value in ops.operators():
+            if op == "eq":
+                parts.append(on_day(value))
+            elif op == "ne":
+                parts.append(not_(on_day(value)))
+            elif op == "gt":
+                parts.append(at_least(value + 1))
+            elif op == "gte":
+                parts.append(at_least(value))
+            elif op == "lt":
+                parts.append(at_most(value - 1))
+            elif op == "lte":
+                parts.append(at_most(value))
+            elif op == "in":
+                parts.append(or_(*(on_day(v) for v in value)))
+            elif op == "not_in":
+                parts.append(and_(*(not_(on_day(v)) for v in value)))
+            elif op == "between":
+                parts.append(and_(at_least(value[0]), at_most(value[1])))
+        return and_(*parts)
+
+    # -- the tree -----------------------------------------------------------------------------
+    def condition(self, node: Any, stats: FromClause, event_row: FromClause | None) -> ColumnElement[bool]:
+        if isinstance(node, a.Group):
+            parts: list[ColumnElement[bool]] = []
+            for kind, items in node.parts():
+                compiled = [self.condition(item, stats, event_row) for item in items]
+                if kind == "all":
+                    parts.append(and_(true(), *compiled))
+                elif kind == "any":
+                    parts.append(or_(false(), *compiled))
+                else:
+                    parts.append(not_(or_(false(), *compiled)))
+            return and_(true(), *parts)
+        compiled_leaf = self.leaf(node, stats, event_row)
+        self.leaves.append(compiled_leaf)
+        return compiled_leaf.predicate
+
+
+def _tags(dialect: str) -> Any:
+    t = member_tags.alias("tags")
+    joined = func.string_agg(t.c.tag, "|") if dialect == "postgresql" else func.group_concat(t.c.tag, "|")
+    return select(joined).where(t.c.member_id == members.c.member_id).scalar_subquery()
+
+
+def event_bounds(playbook: Playbook, at: datetime, window: timedelta) -> tuple[datetime, datetime]:
+    """Events whose `occurred_at + delay` is in (at − window, at]: their occurred_at bounds (lo, hi]."""
+    delay = playbook.trigger.delay_td
+    return utc(at) - window - delay, utc(at) - delay
+
+
+def compile_audience(playbook: Playbook, frame: Frame, *, event_window: timedelta | None = None,
+                     explain_member: str | None = None, explain_event: str | None = None) -> CompiledAudience:
+    """Compile `playbook`'s audience as of `frame` into one SELECT.
+
+    Scheduled playbooks: one row per matching member, in member_id byte order.
+    Event-triggered playbooks: one row per due event (occurred_at + delay in
+    (at − event_window, at]) whose member matches, in occurred_at order.
+    With `explain_member` the audience predicate is not applied: the statement returns that
+    member's row(s) with a `leaf_<i>` truth column per leaf, for `siyu explain`.
+    """
+    compiler = _Compiler(playbook, frame)
+    m = members
+    event_row = events.alias("trigger_event") if playbook.is_event_triggered else None
+    restrict: Any = None
+    event_filters: list[ColumnElement[bool]] = []
+    if event_row is not None:
+        event_filters.append(event_row.c.type == playbook.trigger.event)
+        if explain_event is not None:
+            event_filters.append(event_row.c.event_id == explain_event)
+        if event_window is not None:
+            lo, hi = event_bounds(playbook, frame.at, event_window)
+            event_filters += [event_row.c.occurred_at > lo, event_row.c.occurred_at <= hi]
+        restrict = select(event_row.c.member_id).where(*event_filters)
+    if explain_member is not None:
+        restrict = [explain_member]
+    stats = compiler.stats(restrict)
+    predicate = compiler.condition(playbook.audience, stats, event_row)
+
+    columns: list[Any] = [*m.c, _tags(frame.dialect).label("tags"),
+                          stats.c.order_count, stats.c.total_fen, stats.c.last_purchase_at,
+                          stats.c.habitual_platform]
+    channels = [step.channel for step in playbook.channels]
+    columns += [case((reachable(ch, m), 1), else_=0).label(f"reach_{ch}") for ch in channels]
+    fact_labels: dict[str, str] = {}
+    for i, compiled_leaf in enumerate(compiler.leaves):
+        if compiled_leaf.fact is not None:
+            fact_labels[f"fact_{i}"] = compiled_leaf.label
+            columns.append(compiled_leaf.fact.label(f"fact_{i}"))
+        if explain_member is not None:
+            columns.append(case((compiled_leaf.predicate, 1), else_=0).label(f"leaf_{i}"))
+    if explain_member is not None:
+        columns.append(case((predicate, 1), else_=0).label("matched"))
+
+    if event_row is not None:
+        columns += [event_row.c.event_id, event_row.c.type.label("event_type"),
+                    event_row.c.occurred_at.label("event_occurred_at"),
+                    event_row.c.attributes.label("event_attributes")]
+        source = event_row.join(m, m.c.member_id == event_row.c.member_id)
+        order = [event_row.c.occurred_at, byte_order(event_row.c.event_id, frame.dialect)]
+    else:
+        source = m
+        order = [byte_order(m.c.member_id, frame.dialect)]
+    source = source.outerjoin(stats, stats.c.member_id == m.c.member_id)
+    where: list[ColumnElement[bool]] = list(event_filters)
+    if explain_member is not None:
+        where.append(m.c.member_id == explain_member)
+    else:
+        where.append(predicate)
+    statement = select(*columns).select_from(source).where(*where).order_by(*order)
+    return CompiledAudience(statement, compiler.leaves, fact_labels, channels, event_row is not None)

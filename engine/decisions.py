@@ -1,0 +1,228 @@
+"""Decisions: every audience member gets exactly one, in the contract's order.
+
+1. below every offer tier → suppressed/no_offer
+2. no channel of the playbook reachable → suppressed/unreachable
+3. touched or held out by this playbook within `cooldown_days` → suppressed/cooldown
+4. the per-member holdout draw → holdout
+5. the first `max_per_run` still standing (member_id byte order) → send; the rest suppressed/max_per_run
+
+The dry-run, `tick` and the daemon all take their decisions here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from jinja2 import TemplateError
+from sqlalchemy import Connection
+
+from engine.compiler import FEN_PER_YUAN, CompiledAudience, Frame, compile_audience
+from engine.playbook import Coupon, Offer, Playbook
+from engine.schema import MEMBER_FIELDS
+from engine.templates import render_value
+
+
+@dataclass(frozen=True)
+class Decision:
+    """One (playbook, member, occurrence) verdict, with everything needed to touch or explain it."""
+
+    playbook: str
+    member_id: str
+    occurrence: str
+    decision: str  #: send | holdout | suppressed
+    reason: str | None
+    channel: str | None
+    offer: dict[str, Any] | None
+    message: dict[str, Any] | None
+    why: dict[str, Any]
+    event_id: str | None = None
+    #: the offer the member would have had (also for holdout and later suppressions)
+    candidate_offer: dict[str, Any] | None = field(default=None, compare=False)
+
+    def as_record(self) -> dict[str, Any]:
+        """The dry-run JSON object (the contract's fields first)."""
+        return {"playbook": self.playbook, "member_id": self.member_id, "occurrence": self.occurrence,
+                "decision": self.decision, "reason": self.reason, "channel": self.channel,
+                "offer": self.offer, "message": self.message, "why": self.why}
+
+
+def holdout_draw(playbook_id: str, member_id: str) -> int:
+    """The member's 0–99 draw for this playbook; it never depends on who else is in the audience."""
+    return int(hashlib.sha256(f"{playbook_id}:{member_id}".encode()).hexdigest()[:8], 16) % 100
+
+
+def yuan(fen: int | None) -> Decimal | None:
+    return None if fen is None else (Decimal(fen) / FEN_PER_YUAN).quantize(Decimal("0.01"))
+
+
+def plain_number(value: Decimal) -> int | Decimal:
+    """250 rather than Decimal('250.00') when the value is whole."""
+    return int(value) if value == value.to_integral_value() else value.normalize()
+
+
+def _coupon_view(coupon: Coupon, today: date) -> dict[str, Any]:
+    view: dict[str, Any] = {"threshold": plain_number(coupon.threshold), "discount": plain_number(coupon.discount)}
+    if coupon.valid_days is not None:
+        view["valid_days"] = coupon.valid_days
+        view["valid_until"] = (today + timedelta(days=coupon.valid_days - 1)).isoformat()
+    return view
+
+
+def choose_offer(offer: Offer | None, order_count: int, total_fen: int, today: date) -> dict[str, Any] | None:
+    """The member's offer, or None when the member is below every tier (no_offer).
+
+    Averages compare exactly: avg ≥ min ⇔ total ≥ min·count, so ¥199.99 is not ¥200.
+    """
+    assert offer is not None
+    if offer.coupon is not None:
+        return {"coupon": _coupon_view(offer.coupon, today)}
+    assert offer.by is not None and offer.tiers is not None
+    for index, tier in enumerate(offer.tiers, start=1):
+        if offer.by == "avg_order_value":
+            wins = order_count > 0 and total_fen >= tier.min * FEN_PER_YUAN * order_count
+        elif offer.by == "total_spend":
+            wins = total_fen >= tier.min * FEN_PER_YUAN
+        else:
+            wins = order_count >= tier.min
+        if wins:
+            return {"coupon": _coupon_view(tier.coupon, today), "by": offer.by, "tier": index,
+                    "min": plain_number(tier.min)}
+    return None
+
+
+def _local(value: datetime | None, tz: ZoneInfo) -> str | None:
+    return None if value is None else value.astimezone(tz).isoformat()
+
+
+def member_context(row: Mapping[str, Any], tz: ZoneInfo) -> dict[str, Any]:
+    """The `member` template variable: stored fields, tags and order metrics (money in yuan)."""
+    member = {name: row[name] for name in MEMBER_FIELDS}
+    for name in ("joined_at", "points_expire_at"):
+        if member[name] is not None:
+            member[name] = member[name].astimezone(tz)
+    count = int(row["order_count"] or 0)
+    total = int(row["total_fen"] or 0)
+    member.update(
+        tags=sorted(row["tags"].split("|")) if row["tags"] else [],
+        order_count=count,
+        total_spend=yuan(total),
+        avg_order_value=(Decimal(total) / count / FEN_PER_YUAN).quantize(Decimal("0.01")) if count else None,
+        last_purchase_at=row["last_purchase_at"].astimezone(tz) if row["last_purchase_at"] else None,
+        habitual_platform=row["habitual_platform"],
+    )
+    return member
+
+
+def _fact(value: Any, label: str, tz: ZoneInfo) -> Any:
+    if isinstance(value, datetime):
+        return value.astimezone(tz).isoformat()
+    if label.startswith(("total_spend", "avg_order_value")) and value is not None:
+        return str(yuan(int(Decimal(str(value)).to_integral_value())))
+    return value
+
+
+def why(row: Mapping[str, Any], member: Mapping[str, Any], compiled: CompiledAudience, tz: ZoneInfo) -> dict[str, Any]:
+    """The facts behind the match: order metrics and each leaf's own fact."""
+    facts: dict[str, Any] = {
+        "order_count": member["order_count"],
+        "total_spend": str(member["total_spend"]),
+        "avg_order_value": None if member["avg_order_value"] is None else str(member["avg_order_value"]),
+        "last_purchase_at": _local(row["last_purchase_at"], tz),
+        "habitual_platform": member["habitual_platform"],
+    }
+    for key, label in compiled.fact_labels.items():
+        facts[label] = _fact(row[key], label, tz)
+    return facts
+
+
+def _json_offer(offer: dict[str, Any] | None) -> dict[str, Any] | None:
+    if offer is None:
+        return None
+    coupon = {k: v for k, v in offer["coupon"].items() if k != "valid_until"}
+    return {**offer, "coupon": coupon}
+
+
+CooldownCheck = Callable[[str, str], bool]
+"""(playbook_id, member_id) → touched or held out by this playbook within its cooldown."""
+
+
+@dataclass
+class Evaluation:
+    """One playbook evaluated as of one instant: compiled once, decided row by row."""
+
+    playbook: Playbook
+    frame: Frame
+    links: Mapping[str, str]
+    event_window: timedelta | None = None
+    in_cooldown: CooldownCheck | None = None
+    sends: int = 0
+
+    def compile(self, **kwargs: Any) -> CompiledAudience:
+        return compile_audience(self.playbook, self.frame, event_window=self.event_window, **kwargs)
+
+    def decisions(self, conn: Connection) -> Iterator[Decision]:
+        """Stream the decisions (memory does not grow with the audience)."""
+        compiled = self.compile()
+        result = conn.execution_options(stream_results=True, yield_per=1000).execute(compiled.statement)
+        for row in result.mappings():
+            yield self.decide(row, compiled)
+
+    def decide(self, row: Mapping[str, Any], compiled: CompiledAudience) -> Decision:
+        playbook, tz = self.playbook, self.frame.tz
+        member = member_context(row, tz)
+        facts = why(row, member, compiled, tz)
+        event_id = row["event_id"] if compiled.event_mode else None
+        occurrence = event_id if event_id is not None else self.frame.at.astimezone(tz).isoformat()
+
+        def verdict(decision: str, reason: str | None = None, channel: str | None = None,
+                    offer: dict[str, Any] | None = None, message: dict[str, Any] | None = None,
+                    candidate: dict[str, Any] | None = None) -> Decision:
+            return Decision(playbook.id, row["member_id"], occurrence, decision, reason, channel,
+                            _json_offer(offer), message, facts, event_id, _json_offer(candidate))
+
+        offer = None
+        if playbook.offer is not None:
+            offer = choose_offer(playbook.offer, member["order_count"], int(row["total_fen"] or 0),
+                                 self.frame.today)
+            if offer is None:
+                return verdict("suppressed", "no_offer")
+        channel = next((ch for ch in compiled.channels if row[f"reach_{ch}"]), None)
+        if channel is None:
+            return verdict("suppressed", "unreachable", candidate=offer)
+        if self.in_cooldown is not None and self.in_cooldown(playbook.id, row["member_id"]):
+            return verdict("suppressed", "cooldown", candidate=offer)
+        if holdout_draw(playbook.id, row["member_id"]) < playbook.holdout:
+            return verdict("holdout", candidate=offer)
+        limit = playbook.limits.max_per_run
+        if limit is not None and self.sends >= limit:
+            return verdict("suppressed", "max_per_run", candidate=offer)
+        context = self.context(member, offer, row, compiled)
+        step = next(s for s in playbook.channels if s.channel == channel)
+        try:
+            message = render_value(step.message.model_dump(exclude_none=True), context)
+        except TemplateError as exc:
+            facts["render_error"] = str(exc)
+            return verdict("suppressed", "render_error", candidate=offer)
+        self.sends += 1
+        return verdict("send", channel=channel, offer=offer, message=message, candidate=offer)
+
+    def context(self, member: dict[str, Any], offer: dict[str, Any] | None, row: Mapping[str, Any],
+                compiled: CompiledAudience) -> dict[str, Any]:
+        tz = self.frame.tz
+        context: dict[str, Any] = {
+            "member": member, "offer": offer, "links": dict(self.links),
+            "now": self.frame.at.astimezone(tz),
+            "playbook": {"id": self.playbook.id, "name": self.playbook.name,
+                         "priority": self.playbook.priority, "timezone": str(tz)},
+        }
+        if compiled.event_mode:
+            context["event"] = {"event_id": row["event_id"], "type": row["event_type"],
+                                "occurred_at": row["event_occurred_at"].astimezone(tz),
+                                "attributes": row["event_attributes"]}
+        return context
