@@ -147,6 +147,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from engine.output import TableWriter
     from engine.store import upgrade
 
+    if args.config is None and Path("config.example.yaml").is_file():
+        args.config = "config.example.yaml"  # the demo uses the shipped example's links
     settings = _config(args)
     tz = zone(settings.timezone)
     try:
@@ -234,7 +236,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--today", help="reference date YYYY-MM-DD (default: today)")
     p.add_argument("--playbooks", help="playbook directory (default: config playbooks)")
-    p.add_argument("--config", help="config file")
+    p.add_argument("--config", help="config file (default: ./config.example.yaml when present)")
 
     p = command("db", cmd_db_upgrade, "database schema: `siyu db upgrade --db URL`")
     p.add_argument("action", choices=("upgrade",))

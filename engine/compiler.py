@@ -250,7 +250,11 @@ class _Compiler:
                 ranked.append(func.sum(stage1.c[f"n_{i}"]).over(**member_window).label(f"n_{i}"))
                 ranked.append(func.sum(stage1.c[f"fen_{i}"]).over(**member_window).label(f"fen_{i}"))
         stage2 = select(*ranked).subquery("ranked")
-        return select(stage2).where(stage2.c.platform_rank == 1).subquery("stats")
+        # One row per member already; the GROUP BY is what lets SQLite build an automatic
+        # index on the materialised result (without it the join to members is a nested loop).
+        picked = [func.max(c).label(c.name) for c in stage2.c if c.name not in ("member_id", "platform_rank")]
+        return (select(stage2.c.member_id, *picked).where(stage2.c.platform_rank == 1)
+                .group_by(stage2.c.member_id).subquery("stats"))
 
     def _window_columns(self, stats: FromClause, days: tuple[int, int] | None) -> tuple[Any, Any]:
         if days is None:
