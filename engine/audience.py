@@ -7,7 +7,7 @@ on an empty field is false. Days are local calendar days in the playbook's timez
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Annotated, Any, Literal, Union
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeAlias, Union
 
 from pydantic import Discriminator, Field, StrictBool, Tag, model_validator
 
@@ -329,14 +329,19 @@ def _condition_kind(value: Any) -> str | None:
     return None
 
 
-Condition = Annotated[
-    Union[
-        Annotated["Group", Tag("group")],
-        *(Annotated[model, Tag(name)] for name, model in LEAF_MODELS.items()),  # type: ignore[misc]
-    ],
-    Discriminator(_condition_kind, custom_error_type="unknown_condition",
-                  custom_error_message="not a condition"),
-]
+if TYPE_CHECKING:
+    Condition: TypeAlias = "Group | Leaf"
+else:
+    # A tagged union: the tag is the item's one key (or "group"), so an unknown leaf name is one
+    # clear error rather than one per leaf model.
+    Condition = Annotated[
+        Union[
+            Annotated["Group", Tag("group")],
+            *(Annotated[model, Tag(name)] for name, model in LEAF_MODELS.items()),
+        ],
+        Discriminator(_condition_kind, custom_error_type="unknown_condition",
+                      custom_error_message="not a condition"),
+    ]
 
 
 class Group(GrammarModel):

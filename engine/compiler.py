@@ -86,7 +86,8 @@ def text_of_json(column: Any, key: str, dialect: str) -> ColumnElement[str]:
     booleans are spelled out from json_type.
     """
     if dialect == "postgresql":
-        return column[key].as_string()  # type: ignore[no-any-return]
+        text: ColumnElement[str] = column[key].as_string()
+        return text
     path = '$."' + key.replace("\\", "\\\\").replace('"', '\\"') + '"'
     kind = func.json_type(column, path)
     return case(
@@ -97,7 +98,7 @@ def text_of_json(column: Any, key: str, dialect: str) -> ColumnElement[str]:
     )
 
 
-def byte_order(column: Any, dialect: str) -> Any:
+def byte_order(column: ColumnElement[str], dialect: str) -> ColumnElement[str]:
     """`column` ordered by bytes (PostgreSQL's default collation may be linguistic)."""
     return column.collate("C") if dialect == "postgresql" else column
 
@@ -192,7 +193,7 @@ def leaf_label(leaf: Any) -> str:
         return f"reachable({', '.join(leaf.channels())})"
     if kind == "triggering_order":
         return f"triggering_order(paid={str(arg.paid).lower()})"
-    return kind
+    return str(kind)
 
 
 def paid_by(o: FromClause, at: datetime) -> ColumnElement[bool]:
@@ -232,13 +233,12 @@ class _Compiler:
             per_platform.append(func.sum(case((inside, o.c.amount_fen), else_=0)).label(f"fen_{i}"))
         where = [paid] if restrict is None else [paid, o.c.member_id.in_(restrict)]
         stage1 = select(*per_platform).where(*where).group_by(o.c.member_id, o.c.platform).subquery("per_platform")
-        member_window = {"partition_by": stage1.c.member_id}
         ranked: list[Any] = [
             stage1.c.member_id,
             stage1.c.platform.label("habitual_platform"),
-            func.sum(stage1.c.n).over(**member_window).label("order_count"),
-            func.sum(stage1.c.fen).over(**member_window).label("total_fen"),
-            func.max(stage1.c.last_paid_at).over(**member_window).label("last_purchase_at"),
+            func.sum(stage1.c.n).over(partition_by=stage1.c.member_id).label("order_count"),
+            func.sum(stage1.c.fen).over(partition_by=stage1.c.member_id).label("total_fen"),
+            func.max(stage1.c.last_paid_at).over(partition_by=stage1.c.member_id).label("last_purchase_at"),
             func.row_number().over(
                 partition_by=stage1.c.member_id,
                 order_by=(stage1.c.n.desc(), stage1.c.last_paid_at.desc(),
@@ -247,8 +247,8 @@ class _Compiler:
         ]
         for days, i in self.windows.items():
             if days is not None:
-                ranked.append(func.sum(stage1.c[f"n_{i}"]).over(**member_window).label(f"n_{i}"))
-                ranked.append(func.sum(stage1.c[f"fen_{i}"]).over(**member_window).label(f"fen_{i}"))
+                ranked.append(func.sum(stage1.c[f"n_{i}"]).over(partition_by=stage1.c.member_id).label(f"n_{i}"))
+                ranked.append(func.sum(stage1.c[f"fen_{i}"]).over(partition_by=stage1.c.member_id).label(f"fen_{i}"))
         stage2 = select(*ranked).subquery("ranked")
         # One row per member already; the GROUP BY is what lets SQLite build an automatic
         # index on the materialised result (without it the join to members is a nested loop).
@@ -282,111 +282,118 @@ class _Compiler:
         return source, conditions, o.c.paid_at
 
     def leaf(self, leaf: Any, stats: FromClause, event_row: FromClause | None) -> CompiledLeaf:
-        kind, arg = leaf.kind, leaf.arg
-        label = leaf_label(leaf)
-        frame = self.frame
-        m = self.m
-        if kind in ("purchased", "last_purchase"):
-            source, conditions, paid_at = self._matching_lines(arg)
-            bounds = frame.bounds(arg)
-            in_window = exists().select_from(source).where(*conditions, _in_bounds(paid_at, bounds))
-            if kind == "purchased":
-                fact = select(func.max(paid_at)).select_from(source).where(
-                    *conditions, _in_bounds(paid_at, bounds)).scalar_subquery()
-                return CompiledLeaf(label, leaf, in_window, fact)
-            assert bounds is not None
-            newer = exists().select_from(source).where(*conditions, paid_at >= bounds[1])
-            fact = select(func.max(paid_at)).select_from(source).where(*conditions).scalar_subquery()
-            return CompiledLeaf(label, leaf, and_(in_window, not_(newer)), fact)
-        if kind in ("order_count", "total_spend", "avg_order_value"):
-            count, total = self._window_columns(stats, arg.day_range())
-            if kind == "order_count":
-                return CompiledLeaf(label, leaf, compare(count, arg), count)
-            if kind == "total_spend":
-                return CompiledLeaf(label, leaf, compare(total, arg, _fen), total)
-            average = case((count > 0, total * literal(1.0) / count), else_=None)
-            return CompiledLeaf(label, leaf, _average_compare(total, count, arg), average)
-        if kind == "member":
-            parts = []
-            for name, ops in arg.fields():
-                if name == "habitual_platform":
-                    parts.append(compare(stats.c.habitual_platform, ops))
-                elif name == "joined_days_ago":
-                    parts.append(self._joined_days_ago(ops))
-                else:
-                    parts.append(compare(m.c[name], ops))
-            return CompiledLeaf(label, leaf, and_(*parts), None)
-        if kind == "tag":
-            t = member_tags.alias("t")
-            return CompiledLeaf(label, leaf, exists().where(t.c.member_id == m.c.member_id, t.c.tag == arg), None)
-        if kind == "event":
-            e = events.alias("e")
-            conditions = [e.c.member_id == m.c.member_id, e.c.type == arg.type, e.c.occurred_at <= self.at,
-                          _in_bounds(e.c.occurred_at, frame.bounds(arg))]
-            for key, value in (arg.where or {}).items():
-                conditions.append(text_of_json(e.c.attributes, key, frame.dialect) == value)
-            fact = select(func.max(e.c.occurred_at)).where(*conditions).scalar_subquery()
-            return CompiledLeaf(label, leaf, exists().where(*conditions), fact)
-        if kind == "coupon_expiring":
-            c = coupons.alias("c")
-            conditions = [c.c.member_id == m.c.member_id,
-                          or_(c.c.issued_at.is_(None), c.c.issued_at <= self.at),
-                          or_(c.c.redeemed_at.is_(None), c.c.redeemed_at > self.at),
-                          c.c.expires_at > self.at, c.c.expires_at < frame.day_start(-arg.within_days - 1)]
-            fact = select(func.min(c.c.expires_at)).where(*conditions).scalar_subquery()
-            return CompiledLeaf(label, leaf, exists().where(*conditions), fact)
-        if kind == "points_expiring":
-            predicate = and_(m.c.points_expiring.is_not(None), m.c.points_expiring >= arg.min_points,
-                             m.c.points_expire_at.is_not(None), m.c.points_expire_at >= frame.day_start(0),
-                             m.c.points_expire_at < frame.day_start(-arg.within_days - 1))
-            return CompiledLeaf(label, leaf, predicate, m.c.points_expire_at)
-        if kind == "reachable":
-            return CompiledLeaf(label, leaf, or_(*(reachable(ch, m) for ch in leaf.channels())), None)
-        if kind == "triggering_order":
-            assert event_row is not None, "triggering_order needs an event trigger"
-            o = orders.alias("t_o")
-            order_id = text_of_json(event_row.c.attributes, "order_id", frame.dialect)
-            paid = and_(o.c.paid_at.is_not(None), o.c.paid_at <= self.at, o.c.status != "created")
-            predicate = exists().where(o.c.order_id == order_id, o.c.member_id == m.c.member_id,
-                                       paid if arg.paid else not_(paid))
-            fact = select(o.c.status).where(o.c.order_id == order_id).scalar_subquery()
-            return CompiledLeaf(label, leaf, predicate, fact)
-        raise AssertionError(f"no compiler for leaf {kind}")
+        """Compile one leaf: its two-valued predicate and its `why` fact."""
+        method = getattr(self, f"_leaf_{leaf.kind}")
+        predicate, fact = method(leaf, stats, event_row)
+        return CompiledLeaf(leaf_label(leaf), leaf, predicate, fact)
+
+    def _purchase(self, f: a.PurchaseFilter, last: bool) -> tuple[ColumnElement[bool], Any]:
+        source, conditions, paid_at = self._matching_lines(f)
+        bounds = self.frame.bounds(f)
+        in_window = exists().select_from(source).where(*conditions, _in_bounds(paid_at, bounds))
+        if not last:
+            fact = select(func.max(paid_at)).select_from(source).where(
+                *conditions, _in_bounds(paid_at, bounds)).scalar_subquery()
+            return in_window, fact
+        assert bounds is not None
+        # The most recent matching purchase is in the window ⇔ one is, and none is newer.
+        newer = exists().select_from(source).where(*conditions, paid_at >= bounds[1])
+        fact = select(func.max(paid_at)).select_from(source).where(*conditions).scalar_subquery()
+        return and_(in_window, not_(newer)), fact
+
+    def _leaf_purchased(self, leaf: a.Purchased, stats: FromClause, event_row: Any) -> tuple[Any, Any]:
+        return self._purchase(leaf.purchased, last=False)
+
+    def _leaf_last_purchase(self, leaf: a.LastPurchase, stats: FromClause, event_row: Any) -> tuple[Any, Any]:
+        return self._purchase(leaf.last_purchase, last=True)
+
+    def _leaf_order_count(self, leaf: a.OrderCount, stats: FromClause, event_row: Any) -> tuple[Any, Any]:
+        count, _ = self._window_columns(stats, leaf.order_count.day_range())
+        return compare(count, leaf.order_count), count
+
+    def _leaf_total_spend(self, leaf: a.TotalSpend, stats: FromClause, event_row: Any) -> tuple[Any, Any]:
+        _, total = self._window_columns(stats, leaf.total_spend.day_range())
+        return compare(total, leaf.total_spend, _fen), total
+
+    def _leaf_avg_order_value(self, leaf: a.AvgOrderValue, stats: FromClause, event_row: Any) -> tuple[Any, Any]:
+        count, total = self._window_columns(stats, leaf.avg_order_value.day_range())
+        average = case((count > 0, total * literal(1.0) / count), else_=None)
+        return _average_compare(total, count, leaf.avg_order_value), average
+
+    def _leaf_member(self, leaf: a.Member, stats: FromClause, event_row: Any) -> tuple[Any, Any]:
+        parts = []
+        for name, ops in leaf.member.fields():
+            if name == "habitual_platform":
+                parts.append(compare(stats.c.habitual_platform, ops))
+            elif name == "joined_days_ago":
+                parts.append(self._joined_days_ago(ops))
+            else:
+                parts.append(compare(self.m.c[name], ops))
+        return and_(*parts), None
+
+    def _leaf_tag(self, leaf: a.HasTag, stats: FromClause, event_row: Any) -> tuple[Any, Any]:
+        t = member_tags.alias("t")
+        return exists().where(t.c.member_id == self.m.c.member_id, t.c.tag == leaf.tag), None
+
+    def _leaf_event(self, leaf: a.HadEvent, stats: FromClause, event_row: Any) -> tuple[Any, Any]:
+        f = leaf.event
+        e = events.alias("e")
+        conditions = [e.c.member_id == self.m.c.member_id, e.c.type == f.type, e.c.occurred_at <= self.at,
+                      _in_bounds(e.c.occurred_at, self.frame.bounds(f))]
+        for key, value in (f.where or {}).items():
+            conditions.append(text_of_json(e.c.attributes, key, self.frame.dialect) == value)
+        return exists().where(*conditions), select(func.max(e.c.occurred_at)).where(*conditions).scalar_subquery()
+
+    def _leaf_coupon_expiring(self, leaf: a.HasCouponExpiring, stats: FromClause, event_row: Any) -> tuple[Any, Any]:
+        c = coupons.alias("c")
+        conditions = [c.c.member_id == self.m.c.member_id,
+                      or_(c.c.issued_at.is_(None), c.c.issued_at <= self.at),
+                      or_(c.c.redeemed_at.is_(None), c.c.redeemed_at > self.at),
+                      c.c.expires_at > self.at,
+                      c.c.expires_at < self.frame.day_start(-leaf.coupon_expiring.within_days - 1)]
+        return exists().where(*conditions), select(func.min(c.c.expires_at)).where(*conditions).scalar_subquery()
+
+    def _leaf_points_expiring(self, leaf: a.HasPointsExpiring, stats: FromClause, event_row: Any) -> tuple[Any, Any]:
+        f, m = leaf.points_expiring, self.m
+        predicate = and_(m.c.points_expiring.is_not(None), m.c.points_expiring >= f.min_points,
+                         m.c.points_expire_at.is_not(None), m.c.points_expire_at >= self.frame.day_start(0),
+                         m.c.points_expire_at < self.frame.day_start(-f.within_days - 1))
+        return predicate, m.c.points_expire_at
+
+    def _leaf_reachable(self, leaf: a.Reachable, stats: FromClause, event_row: Any) -> tuple[Any, Any]:
+        return or_(*(reachable(ch, self.m) for ch in leaf.channels())), None
+
+    def _leaf_triggering_order(self, leaf: a.TriggeringOrderLeaf, stats: FromClause,
+                               event_row: FromClause | None) -> tuple[Any, Any]:
+        assert event_row is not None, "triggering_order needs an event trigger"
+        o = orders.alias("t_o")
+        order_id = text_of_json(event_row.c.attributes, "order_id", self.frame.dialect)
+        paid = and_(o.c.paid_at.is_not(None), o.c.paid_at <= self.at, o.c.status != "created")
+        predicate = exists().where(o.c.order_id == order_id, o.c.member_id == self.m.c.member_id,
+                                   paid if leaf.triggering_order.paid else not_(paid))
+        return predicate, select(o.c.status).where(o.c.order_id == order_id).scalar_subquery()
 
     def _joined_days_ago(self, ops: a._Ops) -> ColumnElement[bool]:
         """joined_days_ago op N, as bounds on joined_at (local join date vs local today)."""
         joined = self.m.c.joined_at
+        day = self.frame.day_start
 
-        def on_day(n: int) -> ColumnElement[bool]:  # local join date is today − n
-            return and_(joined >= self.frame.day_start(n), joined < self.frame.day_start(n - 1))
+        def on(n: int) -> ColumnElement[bool]:  # the local join date is today − n
+            return and_(joined >= day(n), joined < day(n - 1))
 
-        def at_least(n: int) -> ColumnElement[bool]:  # days ago ≥ n ⇔ joined before the start of today−n+1
-            return joined < self.frame.day_start(n - 1)
+        def at_least(n: int) -> ColumnElement[bool]:  # joined n or more days ago
+            return joined < day(n - 1)
 
         def at_most(n: int) -> ColumnElement[bool]:
-            return joined >= self.frame.day_start(n)
+            return joined >= day(n)
 
-        parts: list[ColumnElement[bool]] = [joined.is_not(None)]
-        for op, value in ops.operators():
-            if op == "eq":
-                parts.append(on_day(value))
-            elif op == "ne":
-                parts.append(not_(on_day(value)))
-            elif op == "gt":
-                parts.append(at_least(value + 1))
-            elif op == "gte":
-                parts.append(at_least(value))
-            elif op == "lt":
-                parts.append(at_most(value - 1))
-            elif op == "lte":
-                parts.append(at_most(value))
-            elif op == "in":
-                parts.append(or_(*(on_day(v) for v in value)))
-            elif op == "not_in":
-                parts.append(and_(*(not_(on_day(v)) for v in value)))
-            elif op == "between":
-                parts.append(and_(at_least(value[0]), at_most(value[1])))
-        return and_(*parts)
+        build: dict[str, Any] = {
+            "eq": on, "ne": lambda n: not_(on(n)),
+            "gt": lambda n: at_least(n + 1), "gte": at_least, "lt": lambda n: at_most(n - 1), "lte": at_most,
+            "in": lambda ns: or_(*(on(n) for n in ns)), "not_in": lambda ns: and_(*(not_(on(n)) for n in ns)),
+            "between": lambda ab: and_(at_least(ab[0]), at_most(ab[1])),
+        }
+        return and_(joined.is_not(None), *(build[op](value) for op, value in ops.operators()))
 
     # -- the tree -----------------------------------------------------------------------------
     def condition(self, node: Any, stats: FromClause, event_row: FromClause | None) -> ColumnElement[bool]:
@@ -461,6 +468,7 @@ def compile_audience(playbook: Playbook, frame: Frame, *, event_window: timedelt
     if explain_member is not None:
         columns.append(case((predicate, 1), else_=0).label("matched"))
 
+    source: FromClause
     if event_row is not None:
         columns += [event_row.c.event_id, event_row.c.type.label("event_type"),
                     event_row.c.occurred_at.label("event_occurred_at"),

@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import Field, ValidationError, field_validator
 
 from engine.clock import DEFAULT_TIMEZONE, parse_duration, zone
-from engine.errors import ConfigError, Problem
+from engine.errors import ConfigError, PlaybookError, Problem
 from engine.grammar import GrammarModel
 from engine.loader import read_text
 from engine.yamlsource import SourceMap, parse_yaml, validation_problems
@@ -83,9 +83,8 @@ def load_config(path: Path | None) -> tuple[Settings, Path]:
     file = str(path)
     try:
         text = read_text(path)
-    except Exception as exc:  # read_text raises PlaybookError; re-label it as a config problem
-        problems = getattr(exc, "problems", [Problem(file, None, None, str(exc))])
-        raise ConfigError(problems) from None
+    except PlaybookError as exc:  # read_text speaks of playbooks; these are config problems
+        raise ConfigError(exc.problems) from None
     data, source = parse_yaml(text, file, ConfigError, what="config")
     if not isinstance(data, dict):
         raise ConfigError([Problem(file, 1, 1, "a config file is a mapping of keys such as database, timezone")])

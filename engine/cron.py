@@ -21,7 +21,7 @@ _MONTHS = {m: i for i, m in enumerate(
     ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"], start=1)}
 _WEEKDAYS = {d: i for i, d in enumerate(["sun", "mon", "tue", "wed", "thu", "fri", "sat"])}
 
-_FIELDS = (
+_FIELDS: tuple[tuple[str, int, int, dict[str, int]], ...] = (
     # name, low, high, names
     ("minute", 0, 59, {}),
     ("hour", 0, 23, {}),
@@ -84,7 +84,7 @@ class Cron:
     def parse(cls, text: str) -> Cron:
         """Parse `text`; ValueError with the field at fault otherwise."""
         if not isinstance(text, str):
-            raise ValueError("a cron schedule must be text, e.g. \"0 10 * * *\"")
+            raise ValueError("a cron schedule must be text, e.g. \"0 10 * * *\"")  # noqa: TRY004 - pydantic reports ValueError
         parts = text.split()
         if len(parts) != 5:
             raise ValueError(

@@ -27,6 +27,9 @@ from engine.playbook import Coupon, Offer, Playbook
 from engine.schema import MEMBER_FIELDS
 from engine.templates import render_value
 
+AudienceRow = Mapping[Any, Any]
+"""One row of a compiled audience statement (a SQLAlchemy RowMapping)."""
+
 
 @dataclass(frozen=True)
 class Decision:
@@ -100,7 +103,7 @@ def _local(value: datetime | None, tz: ZoneInfo) -> str | None:
     return None if value is None else value.astimezone(tz).isoformat()
 
 
-def member_context(row: Mapping[str, Any], tz: ZoneInfo) -> dict[str, Any]:
+def member_context(row: AudienceRow, tz: ZoneInfo) -> dict[str, Any]:
     """The `member` template variable: stored fields, tags and order metrics (money in yuan)."""
     member = {name: row[name] for name in MEMBER_FIELDS}
     for name in ("joined_at", "points_expire_at"):
@@ -127,7 +130,7 @@ def _fact(value: Any, label: str, tz: ZoneInfo) -> Any:
     return value
 
 
-def why(row: Mapping[str, Any], member: Mapping[str, Any], compiled: CompiledAudience, tz: ZoneInfo) -> dict[str, Any]:
+def why(row: AudienceRow, member: Mapping[str, Any], compiled: CompiledAudience, tz: ZoneInfo) -> dict[str, Any]:
     """The facts behind the match: order metrics and each leaf's own fact."""
     facts: dict[str, Any] = {
         "order_count": member["order_count"],
@@ -173,7 +176,7 @@ class Evaluation:
         for row in result.mappings():
             yield self.decide(row, compiled)
 
-    def decide(self, row: Mapping[str, Any], compiled: CompiledAudience) -> Decision:
+    def decide(self, row: AudienceRow, compiled: CompiledAudience) -> Decision:
         playbook, tz = self.playbook, self.frame.tz
         member = member_context(row, tz)
         facts = why(row, member, compiled, tz)
@@ -212,7 +215,7 @@ class Evaluation:
         self.sends += 1
         return verdict("send", channel=channel, offer=offer, message=message, candidate=offer)
 
-    def context(self, member: dict[str, Any], offer: dict[str, Any] | None, row: Mapping[str, Any],
+    def context(self, member: dict[str, Any], offer: dict[str, Any] | None, row: AudienceRow,
                 compiled: CompiledAudience) -> dict[str, Any]:
         tz = self.frame.tz
         context: dict[str, Any] = {

@@ -7,7 +7,6 @@ dry-run uses (so they always agree).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -17,7 +16,7 @@ from sqlalchemy import Engine, select
 
 from engine import audience as a
 from engine.compiler import CompiledAudience, Frame, compile_audience
-from engine.decisions import Decision, Evaluation, member_context
+from engine.decisions import AudienceRow, Decision, Evaluation, member_context
 from engine.dryrun import playbook_zone
 from engine.errors import SiyuError, UsageError
 from engine.loader import load_file, load_playbooks
@@ -132,7 +131,7 @@ def explain(engine: Engine, playbook: Playbook, member_id: str, at: datetime, se
     if not rows:
         what = f"event {event_id!r}" if event_id else f"a due `{playbook.trigger.event}` event"
         raise SiyuError(f"{member_id} has no {what} for {playbook.id} as of {at.isoformat()}")
-    row: Mapping[str, Any] = rows[0]
+    row: AudienceRow = rows[0]
     if decision is not None and decision.event_id is not None:
         row = next(r for r in rows if r["event_id"] == decision.event_id)
     truths = [bool(row[f"leaf_{i}"]) for i in range(len(compiled.leaves))]

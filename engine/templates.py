@@ -15,13 +15,14 @@ from jinja2 import StrictUndefined, TemplateSyntaxError, nodes
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from engine.errors import Problem
+from engine.grammar import did_you_mean
 from engine.schema import MEMBER_FIELDS
 
 if TYPE_CHECKING:
     from jinja2 import Template
 
-    from engine.loader import SourceMap
     from engine.playbook import Playbook
+    from engine.yamlsource import SourceMap
 
 METRIC_FIELDS = ("avg_order_value", "total_spend", "order_count", "last_purchase_at", "habitual_platform")
 MEMBER_CONTEXT_FIELDS = (*MEMBER_FIELDS, "tags", *METRIC_FIELDS)
@@ -103,10 +104,8 @@ def _attribute_problems(tree: nodes.Template, allowed_roots: set[str]) -> list[s
         root, attr = chain[0], chain[1]
         known = KNOWN_ATTRIBUTES.get(root)
         if known is not None and attr not in known:
-            from engine.grammar import did_you_mean
             messages.append(f"`{root}.{attr}` does not exist{did_you_mean(attr, known)}")
         elif root == "offer" and attr == "coupon" and len(chain) > 2 and chain[2] not in COUPON_FIELDS:
-            from engine.grammar import did_you_mean
             messages.append(f"`offer.coupon.{chain[2]}` does not exist{did_you_mean(chain[2], COUPON_FIELDS)}")
     return sorted(set(messages))
 
@@ -136,7 +135,6 @@ def check_template(text: str, allowed: set[str]) -> list[str]:
         elif name == "event":
             messages.append("`event` is only available to event-triggered playbooks")
         else:
-            from engine.grammar import did_you_mean
             messages.append(f"unknown name `{name}`{did_you_mean(name, allowed)}; "
                             f"templates can use: {', '.join(sorted(allowed))}")
     return messages + _attribute_problems(tree, allowed)
@@ -144,7 +142,7 @@ def check_template(text: str, allowed: set[str]) -> list[str]:
 
 def check_playbook_templates(playbook: Playbook, source: SourceMap, file: str) -> list[Problem]:
     allowed = context_names(playbook)
-    problems = []
+    problems: list[Problem] = []
     for path, text in template_strings(playbook):
         line, col = source.locate(path) or (None, None)
         problems.extend(Problem(file, line, col, message) for message in check_template(text, allowed))

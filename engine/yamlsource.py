@@ -12,7 +12,9 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from engine.audience import GROUP_KEYS, LEAF_MODELS
 from engine.errors import Problem, ProblemsError
+from engine.grammar import did_you_mean
 
 PathKey = tuple[Any, ...]
 Position = tuple[int, int]
@@ -129,16 +131,14 @@ def _message(error: Any, data: Any, path: PathKey, source: SourceMap) -> tuple[s
         return error["msg"], True
     if kind == "unknown_condition":
         value = error.get("input")
-        from engine.audience import GROUP_KEYS, LEAF_MODELS
-        from engine.grammar import did_you_mean
         names = [*GROUP_KEYS, *LEAF_MODELS]
         if isinstance(value, dict) and len(value) == 1:
             (key,) = value
-            return f"unknown condition {key!r}{did_you_mean(str(key), names)}; expected one of: " \
-                   f"{', '.join(names)}", True
+            return (f"unknown condition {key!r}{did_you_mean(str(key), names)}; expected one of: "
+                    f"{', '.join(names)}"), True
         if isinstance(value, dict) and len(value) > 1:
-            return f"one condition per list item, found {len(value)}: {', '.join(map(str, value))} " \
-                   "(write each as its own `- ` item)", False
+            return (f"one condition per list item, found {len(value)}: {', '.join(map(str, value))} "
+                    "(write each as its own `- ` item)"), False
         return f"expected a condition such as `- tag: vip`, got {_describe(value, None)}", False
     if kind in ("string_type", "string_sub_type"):
         value = error.get("input")
@@ -147,13 +147,12 @@ def _message(error: Any, data: Any, path: PathKey, source: SourceMap) -> tuple[s
             return f"expected text, got {_describe(value, text)}: quote it, e.g. \"{text or value}\"", False
         return f"expected text, got {_describe(value, text)}", False
     if kind == "string_pattern_mismatch" and path == ("id",):
-        return "a playbook id is lowercase letters, digits and '-', starting with a letter or digit " \
-               "(e.g. pet-milk-refill)", False
+        return ("a playbook id is lowercase letters, digits and '-', starting with a letter or digit "
+                "(e.g. pet-milk-refill)"), False
     if kind == "missing":
         return f"missing required key {error['loc'][-1]!r}", False
     if kind == "literal_error" and ctx.get("expected"):
         value = error.get("input")
-        from engine.grammar import did_you_mean
         options = [o.strip(" '") for o in str(ctx["expected"]).replace(" or ", ",").split(",")]
         return f"{value!r} is not one of: {', '.join(options)}{did_you_mean(str(value), options)}", False
     message = str(error["msg"])
