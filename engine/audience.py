@@ -9,7 +9,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeAlias, Union
 
-from pydantic import Discriminator, Field, StrictBool, Tag, model_validator
+from pydantic import Discriminator, Field, StrictBool, Tag, field_validator, model_validator
 
 from engine.grammar import GrammarModel, Text
 
@@ -299,10 +299,16 @@ class HasPointsExpiring(_Leaf):
 
 
 class Reachable(_Leaf):
-    reachable: ChannelName | Annotated[list[ChannelName], Field(min_length=1)]
+    reachable: Annotated[list[ChannelName], Field(min_length=1)]
+    """One channel name or a list of them."""
+
+    @field_validator("reachable", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
 
     def channels(self) -> list[str]:
-        return [self.reachable] if isinstance(self.reachable, str) else list(self.reachable)
+        return list(self.reachable)
 
 
 class TriggeringOrderLeaf(_Leaf):
@@ -364,6 +370,14 @@ class Group(GrammarModel):
 
 
 Group.model_rebuild()
+
+
+def leaf_paths(node: Group | _Leaf, path: tuple[Any, ...] = ("audience",)) -> list[tuple[tuple[Any, ...], _Leaf]]:
+    """(document path, leaf) for every leaf, depth first: the path locates the leaf in the YAML."""
+    if isinstance(node, Group):
+        return [found for kind, items in node.parts() for i, item in enumerate(items)
+                for found in leaf_paths(item, (*path, kind, i))]
+    return [((*path, node.kind), node)]
 
 
 def walk_leaves(node: Group | _Leaf) -> list[_Leaf]:

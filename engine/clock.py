@@ -23,7 +23,7 @@ def zone(name: str) -> ZoneInfo:
     """The IANA zone called `name`; ValueError if there is none."""
     try:
         return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError) as exc:
+    except (ZoneInfoNotFoundError, ValueError, OSError) as exc:  # OSError: a folder such as "Asia"
         raise ValueError(f"unknown timezone {name!r} (use an IANA name such as Asia/Shanghai)") from exc
 
 

@@ -34,7 +34,7 @@ _FIELDS: tuple[tuple[str, int, int, dict[str, int]], ...] = (
 def _number(token: str, name: str, low: int, high: int, names: dict[str, int]) -> int:
     value = names.get(token.lower()) if names else None
     if value is None:
-        if not token.isdigit():
+        if not (token.isascii() and token.isdigit()):
             raise ValueError(f"{name}: {token!r} is not a number")
         value = int(token)
     if not low <= value <= high:
@@ -50,7 +50,7 @@ def _field(text: str, name: str, low: int, high: int, names: dict[str, int]) -> 
         base, _, step_text = part.partition("/")
         step = 1
         if step_text:
-            if not step_text.isdigit() or int(step_text) == 0:
+            if not (step_text.isascii() and step_text.isdigit()) or int(step_text) == 0:
                 raise ValueError(f"{name}: bad step {step_text!r}")
             step = int(step_text)
         if base == "*":

@@ -12,8 +12,9 @@ from functools import cached_property
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, StrictStr, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
-from engine.audience import CHANNEL_NAMES, Group, walk_leaves
+from engine.audience import CHANNEL_NAMES, Group, leaf_paths
 from engine.clock import parse_duration, zone
 from engine.cron import Cron
 from engine.grammar import GrammarModel, Text
@@ -205,13 +206,17 @@ class Playbook(GrammarModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> Playbook:
-        names = [step.channel for step in self.channels]
-        duplicated = sorted({n for n in names if names.count(n) > 1})
-        if duplicated:
-            raise ValueError(f"channel {duplicated[0]!r} is listed twice")
-        if self.trigger.event is None and any(
-                leaf.kind == "triggering_order" for leaf in walk_leaves(self.audience)):
-            raise ValueError("`triggering_order` needs an event trigger")
+        seen: set[str] = set()
+        for index, step in enumerate(self.channels):
+            if step.channel in seen:
+                raise PydanticCustomError("located", "channel '{channel}' is listed twice",
+                                          {"channel": step.channel, "at": ("channels", index, step.channel)})
+            seen.add(step.channel)
+        if self.trigger.event is None:
+            for path, leaf in leaf_paths(self.audience):
+                if leaf.kind == "triggering_order":
+                    raise PydanticCustomError("located", "`triggering_order` needs an event trigger "
+                                              "(trigger: {{event: order_created, delay: 30m}})", {"at": path})
         return self
 
     @property

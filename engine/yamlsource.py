@@ -43,38 +43,78 @@ def _mark(node: yaml.Node) -> Position:
     return node.start_mark.line + 1, node.start_mark.column + 1
 
 
+MAX_DEPTH = 100
+"""Deeper nesting than this is refused: no playbook or config needs it."""
+
+
 class _Builder:
-    """Turns a composed YAML node tree into Python values and a SourceMap."""
+    """Turns a composed YAML node tree into Python values and a SourceMap.
+
+    Every construction problem (a bad tag, a recursive alias, a number too long) becomes a
+    located Problem; nothing escapes as an exception.
+    """
 
     def __init__(self, file: str) -> None:
         self.file = file
         self.loader = yaml.SafeLoader("")
         self.source = SourceMap()
         self.problems: list[Problem] = []
+        self._open: set[int] = set()
+
+    def _problem(self, node: yaml.Node, message: str) -> None:
+        line, col = _mark(node)
+        self.problems.append(Problem(self.file, line, col, message))
+
+    def _scalar(self, node: yaml.Node) -> Any:
+        try:
+            return self.loader.construct_object(node, deep=True)
+        except yaml.MarkedYAMLError as exc:
+            self._problem(node, f"malformed YAML: {exc.problem or exc.context or 'cannot read this value'}")
+        except Exception as exc:  # noqa: BLE001 - PyYAML's constructors fail in many ways on tagged input
+            self._problem(node, f"cannot read this value ({node.tag}): {exc or type(exc).__name__}")
+        return None
 
     def build(self, node: yaml.Node, path: PathKey = ()) -> Any:
+        if id(node) in self._open:
+            self._problem(node, "recursive alias: an anchor may not contain itself")
+            return None
+        if len(path) > MAX_DEPTH:
+            self._problem(node, f"nested more than {MAX_DEPTH} levels deep")
+            return None
         self.source.values[path] = _mark(node)
-        if isinstance(node, yaml.MappingNode):
+        self._open.add(id(node))
+        try:
+            if isinstance(node, yaml.MappingNode):
+                return self._mapping(node, path)
+            if isinstance(node, yaml.SequenceNode):
+                return [self.build(item, (*path, i)) for i, item in enumerate(node.value)]
+            if isinstance(node, yaml.ScalarNode):
+                self.source.texts[path] = node.value
+            return self._scalar(node)
+        finally:
+            self._open.discard(id(node))
+
+    def _mapping(self, node: yaml.MappingNode, path: PathKey) -> dict[Any, Any]:
+        try:
             self.loader.flatten_mapping(node)
-            out: dict[Any, Any] = {}
-            for key_node, value_node in node.value:
-                key = self.loader.construct_object(key_node, deep=True)
-                if not isinstance(key, str | int | float | bool) and key is not None:
-                    line, col = _mark(key_node)
-                    self.problems.append(Problem(self.file, line, col, "a key must be plain text"))
-                    continue
-                if key in out:
-                    line, col = _mark(key_node)
-                    self.problems.append(Problem(self.file, line, col, f"duplicate key {key!r}"))
-                    continue
-                self.source.keys[(*path, key)] = _mark(key_node)
-                out[key] = self.build(value_node, (*path, key))
-            return out
-        if isinstance(node, yaml.SequenceNode):
-            return [self.build(item, (*path, i)) for i, item in enumerate(node.value)]
-        if isinstance(node, yaml.ScalarNode):
-            self.source.texts[path] = node.value
-        return self.loader.construct_object(node, deep=True)
+        except yaml.MarkedYAMLError as exc:
+            self._problem(node, f"malformed YAML: {exc.problem or 'bad merge key (<<)'}")
+            return {}
+        out: dict[Any, Any] = {}
+        for key_node, value_node in node.value:
+            if not isinstance(key_node, yaml.ScalarNode):
+                self._problem(key_node, "a key must be plain text")
+                continue
+            key = self._scalar(key_node)
+            if not isinstance(key, str | int | float | bool) and key is not None:
+                self._problem(key_node, "a key must be plain text")
+                continue
+            if key in out:
+                self._problem(key_node, f"duplicate key {key!r}")
+                continue
+            self.source.keys[(*path, key)] = _mark(key_node)
+            out[key] = self.build(value_node, (*path, key))
+        return out
 
 
 def parse_yaml(text: str, file: str, error: type[ProblemsError], what: str = "playbook") -> tuple[Any, SourceMap]:
@@ -88,6 +128,8 @@ def parse_yaml(text: str, file: str, error: type[ProblemsError], what: str = "pl
         raise error([Problem(file, line, col, f"malformed YAML: {detail}")]) from None
     except yaml.YAMLError as exc:
         raise error([Problem(file, None, None, f"malformed YAML: {exc}")]) from None
+    except RecursionError:
+        raise error([Problem(file, None, None, "malformed YAML: nested too deeply")]) from None
     documents = [d for d in documents if d is not None]
     if not documents:
         raise error([Problem(file, None, None, f"empty {what}")])
@@ -97,8 +139,8 @@ def parse_yaml(text: str, file: str, error: type[ProblemsError], what: str = "pl
     builder = _Builder(file)
     try:
         value = builder.build(documents[0])
-    except yaml.YAMLError as exc:
-        raise error([Problem(file, None, None, f"malformed YAML: {exc}")]) from None
+    except RecursionError:
+        raise error([Problem(file, None, None, "malformed YAML: nested too deeply")]) from None
     if builder.problems:
         raise error(builder.problems)
     return value, builder.source
@@ -168,7 +210,9 @@ def validation_problems(exc: ValidationError, data: Any, source: SourceMap, file
         path = _data_path(data, error["loc"])
         message, about_key = _message(error, data, path, source)
         ctx = error.get("ctx") or {}
-        if error["type"] == "unknown_key" and "key" in ctx:
+        if isinstance(ctx.get("at"), tuple):
+            path, about_key = (*path, *ctx["at"]), True
+        elif error["type"] == "unknown_key" and "key" in ctx:
             path = (*path, ctx["key"])
         elif error["type"] == "unknown_condition" and isinstance(error.get("input"), dict) \
                 and len(error["input"]) == 1:
