@@ -82,9 +82,9 @@ def cmd_dry_run(args: argparse.Namespace) -> int:
     from engine.output import writer_for
 
     settings = _config(args)
+    at = parse_at(args.at, zone(settings.timezone))
     loaded = _playbooks(args.paths, settings)
     engine = _engine(args.db)
-    at = parse_at(args.at, zone(settings.timezone))
     try:
         window = parse_duration(args.window) if args.window else settings.misfire_grace_td
     except ValueError as exc:
@@ -109,9 +109,9 @@ def cmd_explain(args: argparse.Namespace) -> int:
     from engine.explain import explain, find_playbook, render_explanation
 
     settings = _config(args)
+    at = parse_at(args.at, zone(settings.timezone))
     playbook = find_playbook(args.playbook, settings)
     engine = _engine(args.db)
-    at = parse_at(args.at, zone(settings.timezone))
     explanation = explain(engine, playbook, args.member_id, at, settings, event_id=args.event)
     render_explanation(explanation, sys.stdout)
     return 0
@@ -134,7 +134,7 @@ def cmd_import(args: argparse.Namespace) -> int:
     report = import_directory(engine, directory, tz, progress=sys.stderr.isatty())
     for result in report.files:
         print(f"{result.file}: {result.rows:,} row(s) imported" if not result.problems
-              else f"{result.file}: nothing imported ({len(result.problems)} bad row(s))")
+              else f"{result.file}: nothing imported ({len({p.line for p in result.problems})} bad row(s))")
     for problem in report.problems:
         print(problem, file=sys.stderr)
     return 1 if report.problems else 0

@@ -209,8 +209,8 @@ class Evaluation:
         step = next(s for s in playbook.channels if s.channel == channel)
         try:
             message = render_value(step.message.model_dump(exclude_none=True), context)
-        except TemplateError as exc:
-            facts["render_error"] = str(exc)
+        except Exception as exc:  # noqa: BLE001 - any failure of a marketer's template suppresses this touch
+            facts["render_error"] = f"{type(exc).__name__}: {exc}" if not isinstance(exc, TemplateError) else str(exc)
             return verdict("suppressed", "render_error", candidate=offer)
         self.sends += 1
         return verdict("send", channel=channel, offer=offer, message=message, candidate=offer)

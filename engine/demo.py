@@ -19,7 +19,6 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Generic, TypeVar
 from zoneinfo import ZoneInfo
 
-from psycopg.types.json import Jsonb
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from sqlalchemy import Connection, Engine, Table, delete, insert, select, text, update
@@ -128,6 +127,8 @@ def _append(conn: Connection, table: Table, rows: list[Row]) -> None:
         return
     names = _COLUMNS[table]
     if conn.dialect.name == "postgresql":
+        from psycopg.types.json import Jsonb
+
         json_at = [i for i, name in enumerate(names) if name == "attributes"]
         driver = conn.connection.driver_connection
         assert driver is not None
@@ -163,6 +164,7 @@ class _Calendar:
     """Local midnights as UTC instants, and the brand's fairs and live streams, for one spec."""
 
     today: date
+    tz: ZoneInfo
     as_of: datetime
     midnights: tuple[datetime, ...]  #: index = days ago + _FUTURE_DAYS
     fairs: tuple[tuple[int, str], ...]  #: (days ago of the fair's first day, fair key), newest first
@@ -181,11 +183,18 @@ class _Calendar:
             ago += rng.randint(45, 75)
         lives = [(ago, rng.choice((19, 20)) * 3600 + 1800, rng.choice(("douyin", "douyin", "tmall")))
                  for ago in range(1, 61) if rng.random() < 0.45]
-        return cls(spec.today, spec.as_of, midnights, tuple(fairs), tuple(lives))
+        return cls(spec.today, spec.tz, spec.as_of, midnights, tuple(fairs), tuple(lives))
 
     def at(self, days_ago: int, second: int) -> datetime:
-        """The instant `second` seconds after local midnight, `days_ago` days before today."""
-        return self.midnights[days_ago + _FUTURE_DAYS] + timedelta(seconds=second)
+        """The instant `second` seconds after local midnight, `days_ago` days before today.
+
+        Past days add elapsed seconds to midnight, which is fast; on a DST changeover day the
+        wall-clock time is an hour off but, with every generated time before 23:00, the local date
+        is right. Today is exact wall-clock time, as it is compared with the 10:00 cut-off.
+        """
+        if days_ago:
+            return self.midnights[days_ago + _FUTURE_DAYS] + timedelta(seconds=second)
+        return (datetime.combine(self.today, time(0), tzinfo=self.tz) + timedelta(seconds=second)).astimezone(UTC)
 
     def end_of_day(self, days_ago: int) -> datetime:
         """The last second of a local day (negative `days_ago` is in the future)."""

@@ -68,6 +68,8 @@ Parse = Callable[[str, ZoneInfo], object]
 
 _INT_MAX = 2**31 - 1
 _BIGINT_MAX = 2**63 - 1
+_MAX_YUAN = Decimal(_BIGINT_MAX).scaleb(-2)
+_CENT = Decimal("0.01")
 _DIGITS = re.compile(r"[0-9]+")
 
 
@@ -140,7 +142,7 @@ def import_directory(engine: Engine, directory: Path, tz: ZoneInfo, progress: bo
     try:
         names = {entry.name for entry in directory.iterdir() if entry.is_file()}
     except OSError as exc:
-        raise UsageError(f"cannot read the directory: {exc.strerror}", location=str(directory)) from None
+        raise UsageError(f"cannot read the directory: {exc.strerror or exc}", location=str(directory)) from None
     specs = [spec for spec in _SPECS if spec.name in names]
     if not specs:
         expected = ", ".join(spec.name for spec in _SPECS)
@@ -318,7 +320,8 @@ def _missing(conn: Connection, column: Column[Any], idents: set[str]) -> set[str
 def _write(engine: Engine, layout: _Layout, path: Path, tz: ZoneInfo, bar: Progress, total: int) -> int:
     """Second pass: upsert every row in chunks, in one transaction; returns the rows written."""
     task = bar.add_task(f"importing {layout.spec.name}", total=total)
-    written, numbers = 0, dict[str, int]()
+    written = 0
+    numbers: dict[str, int] = {}  # order_id → its last line_no so far
     with engine.begin() as conn:
         upsert = _upsert(conn, layout, layout.spec.key) if layout.spec.key else None
         for chunk in _chunks(_parsed(layout, path, tz)):
@@ -431,9 +434,9 @@ def _tags(text: str, tz: ZoneInfo) -> tuple[str, ...]:
 
 def _whole(text: str, maximum: int) -> int:
     if not _DIGITS.fullmatch(text):
-        raise ValueError(f"{text!r} is not a whole number of 0 or more")
-    if int(text) > maximum:
-        raise ValueError(f"{text!r} is too large")
+        raise ValueError(f"{_quoted(text)} is not a whole number of 0 or more")
+    if len(text.lstrip("0")) > len(str(maximum)) or int(text) > maximum:
+        raise ValueError(f"{_quoted(text)} is too large")
     return int(text)
 
 
@@ -444,33 +447,33 @@ def _fen(text: str) -> int:
     except InvalidOperation:
         yuan = Decimal("NaN")
     if not yuan.is_finite():
-        raise ValueError(f"{text!r} is not a number (write yuan, e.g. 199.99)")
+        raise ValueError(f"{_quoted(text)} is not a number (write yuan, e.g. 199.99)")
     if yuan < 0:
-        raise ValueError(f"{text!r} is negative")
-    fen = yuan * 100
-    if fen != fen.to_integral_value():
-        raise ValueError(f"{text!r} has more than 2 decimals (write yuan, e.g. 199.99)")
-    if fen > _BIGINT_MAX:
-        raise ValueError(f"{text!r} is too large")
-    return int(fen)
+        raise ValueError(f"{_quoted(text)} is negative")
+    if yuan > _MAX_YUAN:
+        raise ValueError(f"{_quoted(text)} is too large")
+    # Comparisons are exact; below _MAX_YUAN the quantized value fits the context's 28 digits.
+    if yuan != yuan.quantize(_CENT):
+        raise ValueError(f"{_quoted(text)} has more than 2 decimals (write yuan, e.g. 199.99)")
+    return int(yuan.scaleb(2))
 
 
 def _instant(text: str, tz: ZoneInfo) -> datetime:
     try:
         return utc(parse_instant(text, tz))
     except OverflowError:
-        raise ValueError(f"{text!r} is out of range") from None
+        raise ValueError(f"{_quoted(text)} is out of range") from None
 
 
 def _flag(text: str) -> bool:
     if text not in ("0", "1"):
-        raise ValueError(f"{text!r} must be 0 or 1")
+        raise ValueError(f"{_quoted(text)} must be 0 or 1")
     return text == "1"
 
 
 def _status(text: str) -> str:
     if text not in ORDER_STATUSES:
-        raise ValueError(f"{text!r} is not a status (use {', '.join(ORDER_STATUSES)})")
+        raise ValueError(f"{_quoted(text)} is not a status (use {', '.join(ORDER_STATUSES)})")
     return text
 
 
@@ -483,7 +486,12 @@ def _json_object(text: str) -> dict[str, Any]:
         raise ValueError(f"is not valid JSON ({exc.msg} at character {exc.pos + 1})") from None
     if isinstance(value, dict):
         return value
-    raise ValueError(f'must be a JSON object such as {{"fair": "guangzhou"}}, not {text!r}')
+    raise ValueError(f'must be a JSON object such as {{"fair": "guangzhou"}}, not {_quoted(text)}')
+
+
+def _quoted(text: str) -> str:
+    """A cell as shown in a message: quoted, and cut short if long."""
+    return repr(text if len(text) <= 40 else text[:39] + "…")
 
 
 def _no_constant(name: str) -> object:

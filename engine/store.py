@@ -81,7 +81,11 @@ def is_current(engine: Engine) -> bool:
 
 
 def require_schema(engine: Engine) -> None:
-    """Refuse to read a database that has no Siyu schema (say how to create it)."""
+    """Refuse to read a database that has no Siyu schema (say how to create it); create nothing."""
+    database = engine.url.database
+    if engine.dialect.name == "sqlite" and database not in (None, "", ":memory:") and not Path(database).exists():
+        raise DatabaseError(f"no database file {database!r}: run `siyu import DIR --db URL` or "
+                            "`siyu db upgrade --db URL` first", location="--db")
     try:
         tables = set(inspect(engine).get_table_names())
     except OperationalError as exc:
