@@ -80,20 +80,22 @@ def _in_bounds(column: Any, bounds: tuple[datetime, datetime] | None) -> ColumnE
 
 
 def text_of_json(column: Any, key: str, dialect: str) -> ColumnElement[str]:
-    """An event attribute's JSON value as text: `true`, `12`, `x` for "x"; NULL when absent or null.
+    """A scalar event attribute's JSON value as text: `true`, `12`, `x` for "x".
 
-    PostgreSQL's `->>` already does this. SQLite's json_extract gives 1/0 for booleans, so
-    booleans are spelled out from json_type.
+    NULL when absent, null, an array or an object: the two databases spell nested JSON
+    differently, so `where` compares scalars only and the same playbook picks the same
+    members on both. PostgreSQL's `->>` spells scalars this way; SQLite's json_extract gives
+    1/0 for booleans, so booleans are spelled out from json_type.
     """
     if dialect == "postgresql":
-        text: ColumnElement[str] = column[key].as_string()
-        return text
+        nested = func.jsonb_typeof(column[key]).in_(["object", "array"])
+        return case((nested, literal(None, String)), else_=column[key].as_string())
     path = '$."' + key.replace("\\", "\\\\").replace('"', '\\"') + '"'
     kind = func.json_type(column, path)
     return case(
         (kind == "true", literal("true")),
         (kind == "false", literal("false")),
-        (kind == "null", literal(None, String)),
+        (kind.in_(["null", "object", "array"]), literal(None, String)),
         else_=cast(func.json_extract(column, path), String),
     )
 
