@@ -7,7 +7,7 @@ on an empty field is false. Days are local calendar days in the playbook's timez
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeAlias, Union
+from typing import TYPE_CHECKING, Annotated, Any, Generic, Literal, TypeAlias, TypeVar, Union
 
 from pydantic import Discriminator, Field, StrictBool, Tag, field_validator, model_validator
 
@@ -76,11 +76,8 @@ class RequiredWindow(Window):
 
 # --------------------------------------------------------------------------- comparisons
 
+V = TypeVar("V")
 OPERATORS = ("eq", "ne", "gt", "gte", "lt", "lte", "in", "not_in", "between")
-
-
-def _bare_is_eq(value: Any) -> Any:
-    return value if isinstance(value, dict) else {"eq": value}
 
 
 class _Ops(GrammarModel):
@@ -108,62 +105,43 @@ class _Ops(GrammarModel):
         return ", ".join(f"{op} {v if not isinstance(v, tuple | list) else list(v)}" for op, v in self.operators())
 
 
-class TextComparison(_Ops):
-    """A comparison of a text field; a bare value means `eq`."""
+class Comparison(_Ops, Generic[V]):
+    """`eq, ne, gt, gte, lt, lte, in, not_in, between` (inclusive) on values of type V."""
 
-    eq: Text | None = None
-    ne: Text | None = None
-    gt: Text | None = None
-    gte: Text | None = None
-    lt: Text | None = None
-    lte: Text | None = None
-    in_: list[Text] | None = Field(None, alias="in")
-    not_in: list[Text] | None = None
-    between: tuple[Text, Text] | None = None
+    eq: V | None = None
+    ne: V | None = None
+    gt: V | None = None
+    gte: V | None = None
+    lt: V | None = None
+    lte: V | None = None
+    in_: list[V] | None = Field(None, alias="in")
+    not_in: list[V] | None = None
+    between: tuple[V, V] | None = None
+
+
+class _BareIsEq(GrammarModel):
+    """A bare value (not a mapping) means `eq`."""
 
     @model_validator(mode="before")
     @classmethod
     def _bare(cls, value: Any) -> Any:
-        return _bare_is_eq(value)
+        return value if isinstance(value, dict) else {"eq": value}
 
 
 Count = Annotated[int, Field(strict=True)]
-
-
-class CountComparison(_Ops):
-    """A comparison of a whole number (a count, points, days); a bare value means `eq`."""
-
-    eq: Count | None = None
-    ne: Count | None = None
-    gt: Count | None = None
-    gte: Count | None = None
-    lt: Count | None = None
-    lte: Count | None = None
-    in_: list[Count] | None = Field(None, alias="in")
-    not_in: list[Count] | None = None
-    between: tuple[Count, Count] | None = None
-
-    @model_validator(mode="before")
-    @classmethod
-    def _bare(cls, value: Any) -> Any:
-        return _bare_is_eq(value)
-
-
 Yuan = Annotated[Decimal, Field(max_digits=14, decimal_places=2)]
 
 
-class MoneyComparison(_Ops):
-    """A comparison of an amount in yuan (exact to the fen)."""
+class TextComparison(_BareIsEq, Comparison[Text]):
+    """A comparison of a text field; a bare value means `eq`."""
 
-    eq: Yuan | None = None
-    ne: Yuan | None = None
-    gt: Yuan | None = None
-    gte: Yuan | None = None
-    lt: Yuan | None = None
-    lte: Yuan | None = None
-    in_: list[Yuan] | None = Field(None, alias="in")
-    not_in: list[Yuan] | None = None
-    between: tuple[Yuan, Yuan] | None = None
+
+class CountComparison(_BareIsEq, Comparison[Count]):
+    """A comparison of a whole number (a count, points, days); a bare value means `eq`."""
+
+
+class MoneyComparison(Comparison[Yuan]):
+    """A comparison of an amount in yuan (exact to the fen)."""
 
 
 # --------------------------------------------------------------------------- leaves
@@ -186,13 +164,8 @@ class LastPurchaseFilter(PurchaseFilter, RequiredWindow):
     """The member's most recent matching purchase falls in the window."""
 
 
-class CountFilter(CountComparison, Window):
+class CountFilter(Comparison[Count], Window):
     """Number of paid, not refunded orders (optionally `within_days`)."""
-
-    @model_validator(mode="before")
-    @classmethod
-    def _bare(cls, value: Any) -> Any:
-        return value
 
 
 class MoneyFilter(MoneyComparison, Window):
