@@ -9,8 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 from enum import StrEnum
-from typing import Any, Protocol, runtime_checkable
+from typing import Annotated, Any, Protocol, runtime_checkable
+
+from pydantic import Field
+
+from engine.grammar import GrammarModel
 
 
 class OutcomeKind(StrEnum):
@@ -75,3 +80,18 @@ class Channel(Protocol):
     async def send(self, touches: Sequence[Touch]) -> list[Outcome]: ...
 
     async def lookup(self, touches: Sequence[Touch]) -> list[Outcome]: ...
+
+
+class ChannelSettings(GrammarModel):
+    """Settings every channel has; each adapter's own settings model extends this one.
+
+    `cost` is yuan per touch (budgets and `siyu status` spend), `rate_per_second` and
+    `concurrency` keep Siyu within the vendor's published limits.
+    """
+
+    adapter: str
+    cost: Annotated[Decimal, Field(ge=0, max_digits=12, decimal_places=4)] = Decimal(0)
+    rate_per_second: Annotated[float, Field(gt=0)] | None = None
+    concurrency: Annotated[int, Field(ge=1)] = 4
+    batch_size: Annotated[int, Field(ge=1)] = 100
+    """Touches handed to one `send` call (adapters may group them further)."""

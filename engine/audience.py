@@ -192,7 +192,7 @@ class MemberFilter(GrammarModel):
         return self
 
     def fields(self) -> list[tuple[str, _Ops]]:
-        return [(name, getattr(self, name)) for name in type(self).model_fields if getattr(self, name) is not None]
+        return [(name, getattr(self, name)) for name in type(self).grammar_fields() if getattr(self, name) is not None]
 
 
 class EventFilter(Window):
@@ -224,7 +224,7 @@ class TriggeringOrder(GrammarModel):
 class _Leaf(GrammarModel):
     @property
     def kind(self) -> str:
-        return next(iter(type(self).model_fields))
+        return type(self).grammar_fields()[0]
 
     @property
     def arg(self) -> Any:
@@ -291,7 +291,7 @@ class TriggeringOrderLeaf(_Leaf):
 Leaf = (Purchased | LastPurchase | OrderCount | TotalSpend | AvgOrderValue | Member | HasTag | HadEvent
         | HasCouponExpiring | HasPointsExpiring | Reachable | TriggeringOrderLeaf)
 LEAF_MODELS: dict[str, type[_Leaf]] = {
-    next(iter(m.model_fields)): m
+    m.grammar_fields()[0]: m
     for m in (Purchased, LastPurchase, OrderCount, TotalSpend, AvgOrderValue, Member, HasTag, HadEvent,
               HasCouponExpiring, HasPointsExpiring, Reachable, TriggeringOrderLeaf)
 }

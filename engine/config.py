@@ -10,14 +10,16 @@ import os
 import re
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
 from pydantic import Field, ValidationError, field_validator
 
+from engine.audience import ChannelName
 from engine.clock import DEFAULT_TIMEZONE, parse_duration, zone
 from engine.errors import ConfigError, PlaybookError, Problem
 from engine.grammar import GrammarModel
 from engine.loader import read_text
+from engine.policies import Duration, PolicySettings
 from engine.yamlsource import SourceMap, parse_yaml, validation_problems
 
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -28,6 +30,39 @@ class DatabaseSettings(GrammarModel):
     """SQLAlchemy URL: sqlite:///file.db (embedded) or postgresql://user@host/db (production)."""
 
 
+def _adapter_union() -> Any:
+    from channels import ADAPTERS
+
+    members = tuple(cls.Settings for cls in ADAPTERS.values())
+    return Annotated[Union[members], Field(discriminator="adapter")]  # noqa: UP007 - built from the registry
+
+
+if TYPE_CHECKING:
+    from channels.base import ChannelSettings as AdapterSettings
+else:
+    AdapterSettings = _adapter_union()
+
+
+class DispatchSettings(GrammarModel):
+    batch_size: Annotated[int, Field(ge=1, strict=True)] = 500
+    """Ledger rows claimed per batch."""
+    lease: Duration = timedelta(minutes=5)
+    """How long a `sending` row is held before reconciliation asks the vendor what happened."""
+    max_attempts: Annotated[int, Field(ge=1, strict=True)] = 5
+    """Retryable vendor errors are retried (exponential backoff with jitter) this many times in all."""
+    retry_wait: Duration = timedelta(seconds=1)
+    """First backoff; it doubles per attempt (with jitter), capped at `lease` / 4."""
+    grace: Duration = timedelta(seconds=30)
+    """On SIGTERM, in-flight sends get this long to finish."""
+    replicas: Annotated[int, Field(ge=1, strict=True)] = 1
+    """Daemons sharing one database: each uses 1/replicas of every channel's rate limit."""
+
+
+class LogSettings(GrammarModel):
+    format: Literal["json", "console"] = "json"
+    level: Literal["debug", "info", "warning", "error"] = "info"
+
+
 class Settings(GrammarModel):
     """The whole configuration file."""
 
@@ -35,11 +70,18 @@ class Settings(GrammarModel):
     timezone: str = DEFAULT_TIMEZONE
     """Default timezone of playbooks that name none, and of `--at` values without an offset."""
     playbooks: str = "playbooks/"
-    """The playbook directory, relative to the config file."""
+    """The playbook directory (relative paths: from the working directory, like the database file)."""
     links: dict[str, str] = Field(default_factory=dict)
     """Shop links by platform, for templates: `{{ links[member.habitual_platform] }}`."""
     misfire_grace: str = "1h"
     """How late a scheduled occurrence or an event may still be evaluated (also dry-run's --window)."""
+    channels: dict[ChannelName, AdapterSettings] = Field(default_factory=dict)
+    """One entry per channel name used by playbooks (sms, ai_call, wecom, template)."""
+    policies: PolicySettings = Field(default_factory=PolicySettings)
+    dispatch: DispatchSettings = Field(default_factory=DispatchSettings)
+    log: LogSettings = Field(default_factory=LogSettings)
+    poll_interval: Duration = timedelta(seconds=30)
+    """How often the daemon looks for due events and deferred touches."""
 
     @field_validator("timezone")
     @classmethod
@@ -90,10 +132,10 @@ def load_config(path: Path | None) -> tuple[Settings, Path]:
         raise ConfigError([Problem(file, 1, 1, "a config file is a mapping of keys such as database, timezone")])
     problems: list[Problem] = []
     data = _resolve_env(data, (), source, file, problems)
-    if problems:
-        raise ConfigError(problems)
     try:
         settings = Settings.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(validation_problems(exc, data, source, file)) from None
+        problems += validation_problems(exc, data, source, file)
+    if problems:
+        raise ConfigError(sorted(problems, key=lambda p: (p.line or 0, p.column or 0)))
     return settings, path.parent

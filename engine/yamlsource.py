@@ -5,6 +5,7 @@ Used for playbooks and for the config file, so both report `file:line:col: messa
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -193,6 +194,11 @@ def _message(error: Any, data: Any, path: PathKey, source: SourceMap) -> tuple[s
                 "(e.g. pet-milk-refill)"), False
     if kind == "missing":
         return f"missing required key {error['loc'][-1]!r}", False
+    if kind == "union_tag_invalid":
+        expected = str(ctx.get("expected_tags", "")).replace("'", "")
+        return f"unknown {ctx.get('discriminator', 'kind').strip(chr(39))} {ctx.get('tag')!r}; expected one of: {expected}", False
+    if kind == "union_tag_not_found":
+        return f"missing {str(ctx.get('discriminator', 'kind')).strip(chr(39))!r}", False
     if kind == "literal_error" and ctx.get("expected"):
         value = error.get("input")
         options = [o.strip(" '") for o in str(ctx["expected"]).replace(" or ", ",").split(",")]
@@ -206,10 +212,33 @@ def _message(error: Any, data: Any, path: PathKey, source: SourceMap) -> tuple[s
 def validation_problems(exc: ValidationError, data: Any, source: SourceMap, file: str) -> list[Problem]:
     problems: list[Problem] = []
     seen: set[tuple[Any, ...]] = set()
-    for error in exc.errors(include_url=False):
-        path = _data_path(data, error["loc"])
-        message, about_key = _message(error, data, path, source)
+    errors = exc.errors(include_url=False)
+    # A misspelt key also makes the key it was meant to be "missing": report the typo only.
+    meant: set[PathKey] = set()
+    for error in errors:
         ctx = error.get("ctx") or {}
+        if error["type"] == "unknown_key" and "keys" in ctx:
+            path = _data_path(data, error["loc"])
+            allowed = str(ctx["allowed"]).split(", ")
+            for key in ctx["keys"]:
+                close = difflib.get_close_matches(str(key), allowed, n=1, cutoff=0.6)
+                if close:
+                    meant.add((*path, close[0]))
+    for error in errors:
+        path = _data_path(data, error["loc"])
+        ctx = error.get("ctx") or {}
+        if error["type"] == "missing" and (*path, error["loc"][-1]) in meant:
+            continue
+        if error["type"] == "unknown_key" and "keys" in ctx:
+            allowed = str(ctx["allowed"]).split(", ")
+            for key in ctx["keys"]:
+                hint = did_you_mean(key, allowed) if isinstance(key, str) else ""
+                line, col = source.locate((*path, key), key=True) or (None, None)
+                problems.append(Problem(file, line, col,
+                                        f"unknown key {key!r}{hint}; expected one of: {ctx['allowed']}"))
+            continue
+        message, about_key = _message(error, data, path, source)
+        about_key = about_key or error["loc"][-1:] == ("[key]",)
         if isinstance(ctx.get("at"), tuple):
             path, about_key = (*path, *ctx["at"]), True
         elif error["type"] == "unknown_key" and "key" in ctx:
