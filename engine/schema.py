@@ -22,6 +22,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    UniqueConstraint,
 )
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Dialect
@@ -150,3 +151,83 @@ store_meta = Table(
 )
 
 MEMBER_FIELDS: tuple[str, ...] = tuple(c.name for c in members.columns)
+
+
+# --------------------------------------------------------------------------- the touch ledger
+
+TOUCH_STATES = ("holdout", "suppressed", "queued", "deferred", "sending", "sent", "failed", "unknown")
+REACHING_STATES = ("queued", "deferred", "sending", "sent", "unknown")
+"""States of touches that may reach the member: they count against caps, budgets and cooldowns."""
+DELIVERY_STATES = ("delivered", "undelivered")
+
+touches = Table(
+    "touches", metadata,
+    Column("touch_id", String(15), primary_key=True),  # ≤ 15 ASCII: fits every vendor correlation field
+    Column("playbook", String(64), nullable=False),
+    Column("member_id", Id, nullable=False),
+    Column("occurrence", String(64), nullable=False),  # scheduled time (UTC ISO) or the event id
+    Column("event_id", Id),
+    Column("state", String(16), nullable=False),
+    Column("reason", String(32)),
+    Column("channel", String(16)),
+    Column("priority", Integer, nullable=False, server_default="50"),
+    Column("offer", JsonDocument),
+    Column("message", JsonDocument),
+    Column("why", JsonDocument),
+    Column("cost_e4", BigInteger, nullable=False, server_default="0"),  # cost in 1/10,000 yuan (0.045 → 450)
+    Column("decided_at", UtcDateTime, nullable=False),
+    Column("touch_at", UtcDateTime, nullable=False),  # when it reaches (or would reach) the member
+    Column("not_before", UtcDateTime),  # deferred: the earliest send time
+    Column("expires_at", UtcDateTime),  # deferred past this: suppressed/expired
+    Column("lease_until", UtcDateTime),
+    Column("lease_owner", String(64)),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("sent_at", UtcDateTime),
+    Column("vendor_id", String(128)),
+    Column("error_code", String(64)),
+    Column("error_message", Text),
+    Column("delivery", String(16)),
+    Column("delivery_status", String(64)),
+    Column("delivered_at", UtcDateTime),
+    CheckConstraint("state IN ('holdout', 'suppressed', 'queued', 'deferred', 'sending', 'sent', 'failed', "
+                    "'unknown')", name="state"),
+    CheckConstraint("delivery IS NULL OR delivery IN ('delivered', 'undelivered')", name="delivery"),
+    UniqueConstraint("playbook", "member_id", "occurrence"),
+    Index(None, "state", "channel", "not_before"),
+    Index(None, "member_id", "touch_at"),
+    Index(None, "playbook", "member_id", "touch_at"),
+    Index(None, "playbook", "occurrence"),
+    Index(None, "lease_until"),
+)
+
+runs = Table(
+    "runs", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("playbook", String(64), nullable=False),
+    Column("scheduled_for", UtcDateTime, nullable=False),
+    Column("started_at", UtcDateTime, nullable=False),
+    Column("finished_at", UtcDateTime),
+    Column("owner", String(64)),
+    Column("counts", JsonDocument),
+    UniqueConstraint("playbook", "scheduled_for"),
+)
+
+watermarks = Table(
+    "watermarks", metadata,
+    Column("name", String(64), primary_key=True),
+    Column("value", UtcDateTime, nullable=False),
+)
+
+suppressions = Table(
+    "suppressions", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("member_id", Id),
+    Column("phone", String(32)),
+    Column("channel", String(16), nullable=False),  # a channel name, or 'all'
+    Column("reason", Text),
+    Column("source", String(32), nullable=False, server_default="manual"),
+    Column("created_at", UtcDateTime, nullable=False),
+    CheckConstraint("(member_id IS NULL) <> (phone IS NULL)", name="one_subject"),
+    Index(None, "member_id", "channel"),
+    Index(None, "phone", "channel"),
+)
