@@ -6,9 +6,11 @@ replicas on one primary). `postgresql://` URLs use psycopg 3.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, event, inspect
+from sqlalchemy import Connection, Engine, create_engine, event, inspect
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlalchemy.pool import ConnectionPoolEntry
@@ -30,6 +32,9 @@ def normalise_url(url: str) -> str:
 
 
 def _sqlite_pragmas(dbapi_connection: object, _record: ConnectionPoolEntry) -> None:
+    # pysqlite's own transaction handling is switched off: `_sqlite_begin` emits BEGIN itself,
+    # so that ledger writes can take the write lock up front (BEGIN IMMEDIATE).
+    dbapi_connection.isolation_level = None  # type: ignore[attr-defined]
     cursor = dbapi_connection.cursor()  # type: ignore[attr-defined]
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA journal_mode=WAL")
@@ -47,7 +52,24 @@ def open_engine(url: str) -> Engine:
         raise DatabaseError(f"cannot open database {url!r}: {exc}", location="--db") from None
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "begin", _sqlite_begin)
     return engine
+
+
+def _sqlite_begin(conn: Connection) -> None:
+    mode = conn.get_execution_options().get("sqlite_begin", "DEFERRED")
+    conn.exec_driver_sql(f"BEGIN {'IMMEDIATE' if mode == 'IMMEDIATE' else 'DEFERRED'}")
+
+
+@contextmanager
+def write_transaction(engine: Engine) -> Iterator[Connection]:
+    """A transaction that writes the ledger: on SQLite it takes the write lock at BEGIN
+    (BEGIN IMMEDIATE), so what it reads cannot change before it writes. PostgreSQL callers
+    lock what they read explicitly (FOR UPDATE, advisory locks: engine/ledger.py)."""
+    with engine.connect() as conn:
+        conn = conn.execution_options(sqlite_begin="IMMEDIATE")
+        with conn.begin():
+            yield conn
 
 
 def _alembic_config(engine: Engine):  # type: ignore[no-untyped-def]
