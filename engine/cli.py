@@ -98,7 +98,8 @@ def cmd_dry_run(args: argparse.Namespace) -> int:
                 if p.enabled:
                     writer.start(p.id)
         for decision in dry_run(engine, playbooks, at, default_timezone=settings.timezone,
-                                links=settings.links, event_window=window):
+                                links=settings.links, event_window=window, policies=settings.policies,
+                                costs=settings.costs):
             writer.write(decision)
         writer.close()
     return 0
@@ -171,7 +172,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         if p.enabled:
             writer.start(p.id)
     for decision in dry_run(engine, playbooks, at, default_timezone=settings.timezone,
-                            links=settings.links, event_window=settings.misfire_grace_td):
+                            links=settings.links, event_window=settings.misfire_grace_td,
+                            policies=settings.policies, costs=settings.costs):
         writer.write(decision)
     print(f"dry-run of {len(playbooks)} playbook(s) at {at.isoformat()}; nothing was sent")
     writer.close()

@@ -39,7 +39,7 @@ from engine import audience as a
 from engine.clock import day_start, local_date, utc
 from engine.playbook import Playbook
 from engine.reachability import reachable
-from engine.schema import coupons, events, member_tags, members, order_items, orders
+from engine.schema import REACHING_STATES, coupons, events, member_tags, members, order_items, orders, touches
 
 FEN_PER_YUAN = 100
 
@@ -427,8 +427,27 @@ def event_bounds(playbook: Playbook, at: datetime, window: timedelta) -> tuple[d
     return utc(at) - window - delay, utc(at) - delay
 
 
+def _cooldown(playbook: Playbook, frame: Frame, m: FromClause) -> ColumnElement[bool]:
+    """Sent or held out by this playbook on the last `cooldown_days` local days (ledger rows)."""
+    days = playbook.limits.cooldown_days or 0
+    if days == 0:
+        return false()
+    t = touches.alias("cooldown")
+    return exists().where(t.c.playbook == playbook.id, t.c.member_id == m.c.member_id,
+                          t.c.state.in_(("holdout", *REACHING_STATES)),
+                          t.c.touch_at >= frame.day_start(days - 1))
+
+
+def _undecided(playbook: Playbook, m: FromClause, occurrence: Any) -> ColumnElement[bool]:
+    """No ledger row yet for (playbook, member, occurrence): a resumed run skips what it decided."""
+    t = touches.alias("decided")
+    return not_(exists().where(t.c.playbook == playbook.id, t.c.member_id == m.c.member_id,
+                               t.c.occurrence == occurrence))
+
+
 def compile_audience(playbook: Playbook, frame: Frame, *, event_window: timedelta | None = None,
-                     explain_member: str | None = None, explain_event: str | None = None) -> CompiledAudience:
+                     explain_member: str | None = None, explain_event: str | None = None,
+                     skip_decided: str | None = None) -> CompiledAudience:
     """Compile `playbook`'s audience as of `frame` into one SELECT.
 
     Scheduled playbooks: one row per matching member, in member_id byte order.
@@ -436,6 +455,9 @@ def compile_audience(playbook: Playbook, frame: Frame, *, event_window: timedelt
     (at − event_window, at]) whose member matches, in occurred_at order.
     With `explain_member` the audience predicate is not applied: the statement returns that
     member's row(s) with a `leaf_<i>` truth column per leaf, for `siyu explain`.
+    With `skip_decided` (the occurrence key of a scheduled run; for event playbooks any
+    value: each event is its own occurrence), members that already have a ledger row for
+    that occurrence are left out: what `tick` and the daemon evaluate. The dry-run keeps them.
     """
     compiler = _Compiler(playbook, frame)
     m = members
@@ -460,6 +482,7 @@ def compile_audience(playbook: Playbook, frame: Frame, *, event_window: timedelt
                           stats.c.habitual_platform]
     channels = [step.channel for step in playbook.channels]
     columns += [case((reachable(ch, m), 1), else_=0).label(f"reach_{ch}") for ch in channels]
+    columns.append(case((_cooldown(playbook, frame, m), 1), else_=0).label("in_cooldown"))
     fact_labels: dict[str, str] = {}
     for i, compiled_leaf in enumerate(compiler.leaves):
         if compiled_leaf.fact is not None:
@@ -486,5 +509,7 @@ def compile_audience(playbook: Playbook, frame: Frame, *, event_window: timedelt
         where.append(m.c.member_id == explain_member)
     else:
         where.append(predicate)
+    if skip_decided is not None:
+        where.append(_undecided(playbook, m, event_row.c.event_id if event_row is not None else skip_decided))
     statement = select(*columns).select_from(source).where(*where).order_by(*order)
     return CompiledAudience(statement, compiler.leaves, fact_labels, channels, event_row is not None)

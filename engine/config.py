@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 from datetime import timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
@@ -94,6 +95,11 @@ class Settings(GrammarModel):
     def _duration(cls, value: str) -> str:
         parse_duration(value)
         return value
+
+    @property
+    def costs(self) -> dict[str, Decimal]:
+        """Cost per touch in yuan, by channel name."""
+        return {name: channel.cost for name, channel in self.channels.items()}
 
     @property
     def misfire_grace_td(self) -> timedelta:

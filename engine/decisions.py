@@ -12,7 +12,7 @@ The dry-run, `tick` and the daemon all take their decisions here.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
@@ -23,6 +23,7 @@ from jinja2 import TemplateError
 from sqlalchemy import Connection
 
 from engine.compiler import FEN_PER_YUAN, CompiledAudience, Frame, compile_audience
+from engine.gate import Candidate, Choice, Gate
 from engine.playbook import Coupon, Offer, Playbook
 from engine.schema import MEMBER_FIELDS
 from engine.templates import render_value
@@ -47,12 +48,18 @@ class Decision:
     event_id: str | None = None
     #: the offer the member would have had (also for holdout and later suppressions)
     candidate_offer: dict[str, Any] | None = field(default=None, compare=False)
+    #: quiet hours: the earliest send time of a deferred touch
+    not_before: datetime | None = None
+    cost_e4: int = 0
 
     def as_record(self) -> dict[str, Any]:
         """The dry-run JSON object (the contract's fields first)."""
-        return {"playbook": self.playbook, "member_id": self.member_id, "occurrence": self.occurrence,
-                "decision": self.decision, "reason": self.reason, "channel": self.channel,
-                "offer": self.offer, "message": self.message, "why": self.why}
+        record = {"playbook": self.playbook, "member_id": self.member_id, "occurrence": self.occurrence,
+                  "decision": self.decision, "reason": self.reason, "channel": self.channel,
+                  "offer": self.offer, "message": self.message, "why": self.why}
+        if self.not_before is not None:
+            record["not_before"] = self.not_before.isoformat()
+        return record
 
 
 def holdout_draw(playbook_id: str, member_id: str) -> int:
@@ -151,43 +158,73 @@ def _json_offer(offer: dict[str, Any] | None) -> dict[str, Any] | None:
     return {**offer, "coupon": coupon}
 
 
-CooldownCheck = Callable[[str, str], bool]
-"""(playbook_id, member_id) → touched or held out by this playbook within its cooldown."""
+@dataclass(frozen=True)
+class Screened:
+    """An audience row that passed offer, reachability, cooldown and holdout: the gate decides next."""
+
+    candidate: Candidate
+    row: AudienceRow
+    member: dict[str, Any]
+    facts: dict[str, Any]
+    offer: dict[str, Any] | None
+    occurrence: str
+    event_id: str | None
 
 
 @dataclass
 class Evaluation:
-    """One playbook evaluated as of one instant: compiled once, decided row by row."""
+    """One playbook evaluated as of one instant: compiled once, decided row by row, in batches.
+
+    `occurrence` is the run's key in the ledger (a scheduled time); event-triggered
+    playbooks use each event's id. With `skip_decided`, members already in the ledger for
+    that occurrence are left out (tick and the daemon); the dry-run keeps them.
+    """
 
     playbook: Playbook
     frame: Frame
     links: Mapping[str, str]
     event_window: timedelta | None = None
-    in_cooldown: CooldownCheck | None = None
+    occurrence: str | None = None
+    skip_decided: bool = False
     sends: int = 0
+    _touched: set[str] = field(default_factory=set)
 
     def compile(self, **kwargs: Any) -> CompiledAudience:
-        return compile_audience(self.playbook, self.frame, event_window=self.event_window, **kwargs)
+        skip = (self.occurrence or "event") if self.skip_decided else None
+        return compile_audience(self.playbook, self.frame, event_window=self.event_window, skip_decided=skip,
+                                **kwargs)
 
-    def decisions(self, conn: Connection) -> Iterator[Decision]:
+    def decisions(self, conn: Connection, gate: Gate | None = None, batch_size: int = 500) -> Iterator[Decision]:
         """Stream the decisions (memory does not grow with the audience)."""
+        for batch in self.batches(conn, batch_size):
+            yield from self.resolve(batch, gate)
+
+    def batches(self, conn: Connection, batch_size: int = 500) -> Iterator[list[Decision | Screened]]:
+        """The audience, screened, in batches (the unit of one ledger transaction)."""
         compiled = self.compile()
         result = conn.execution_options(stream_results=True, yield_per=1000).execute(compiled.statement)
+        batch: list[Decision | Screened] = []
         for row in result.mappings():
-            yield self.decide(row, compiled)
+            batch.append(self.screen(row, compiled))
+            if len(batch) >= batch_size:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
 
-    def decide(self, row: AudienceRow, compiled: CompiledAudience) -> Decision:
+    def screen(self, row: AudienceRow, compiled: CompiledAudience) -> Decision | Screened:
+        """The checks that need no policy: no_offer, unreachable, cooldown, holdout."""
         playbook, tz = self.playbook, self.frame.tz
         member = member_context(row, tz)
         facts = why(row, member, compiled, tz)
         event_id = row["event_id"] if compiled.event_mode else None
-        occurrence = event_id if event_id is not None else self.frame.at.astimezone(tz).isoformat()
+        occurrence = event_id if event_id is not None else (
+            self.occurrence or self.frame.at.astimezone(tz).isoformat())
+        member_id = row["member_id"]
 
-        def verdict(decision: str, reason: str | None = None, channel: str | None = None,
-                    offer: dict[str, Any] | None = None, message: dict[str, Any] | None = None,
-                    candidate: dict[str, Any] | None = None) -> Decision:
-            return Decision(playbook.id, row["member_id"], occurrence, decision, reason, channel,
-                            _json_offer(offer), message, facts, event_id, _json_offer(candidate))
+        def verdict(decision: str, reason: str | None = None, candidate: dict[str, Any] | None = None) -> Decision:
+            return Decision(playbook.id, member_id, occurrence, decision, reason, None, None, None, facts,
+                            event_id, _json_offer(candidate))
 
         offer = None
         if playbook.offer is not None:
@@ -195,28 +232,57 @@ class Evaluation:
                                  self.frame.today)
             if offer is None:
                 return verdict("suppressed", "no_offer")
-        channel = next((ch for ch in compiled.channels if row[f"reach_{ch}"]), None)
-        if channel is None:
-            return verdict("suppressed", "unreachable", candidate=offer)
-        if self.in_cooldown is not None and self.in_cooldown(playbook.id, row["member_id"]):
-            return verdict("suppressed", "cooldown", candidate=offer)
-        if holdout_draw(playbook.id, row["member_id"]) < playbook.holdout:
+        channels = tuple(ch for ch in compiled.channels if row[f"reach_{ch}"])
+        if not channels:
+            return verdict("suppressed", "unreachable", offer)
+        if row["in_cooldown"] or member_id in self._touched:
+            return verdict("suppressed", "cooldown", offer)
+        if holdout_draw(playbook.id, member_id) < playbook.holdout:
+            self._remember(member_id)
             return verdict("holdout", candidate=offer)
-        limit = playbook.limits.max_per_run
+        return Screened(Candidate(member_id, row["phone"], channels), row, member, facts, offer, occurrence,
+                        event_id)
+
+    def _remember(self, member_id: str) -> None:
+        # Two due events of one member in one run: the second sees the first for cooldown.
+        if self.event_window is not None and self.playbook.limits.cooldown_days:
+            self._touched.add(member_id)
+
+    def resolve(self, batch: Sequence[Decision | Screened], gate: Gate | None) -> list[Decision]:
+        """Policies (through `gate`), then max_per_run, then rendering, in audience order."""
+        screened = [item for item in batch if isinstance(item, Screened)]
+        if gate is not None and screened:
+            gate.prepare([s.candidate for s in screened])
+        return [item if isinstance(item, Decision) else self._finish(item, gate) for item in batch]
+
+    def _finish(self, s: Screened, gate: Gate | None) -> Decision:
+        choice = gate.choose(s.candidate) if gate is not None else Choice(channel=s.candidate.channels[0])
+
+        def verdict(decision: str, reason: str | None = None, **extra: Any) -> Decision:
+            return Decision(self.playbook.id, s.candidate.member_id, s.occurrence, decision, reason,
+                            extra.get("channel"), _json_offer(extra.get("offer")), extra.get("message"),
+                            s.facts, s.event_id, _json_offer(s.offer), extra.get("not_before"),
+                            extra.get("cost_e4", 0))
+
+        if choice.channel is None:
+            return verdict("suppressed", choice.reason)
+        limit = self.playbook.limits.max_per_run
         if limit is not None and self.sends >= limit:
-            return verdict("suppressed", "max_per_run", candidate=offer)
-        context = self.context(member, offer, row, compiled)
-        step = next(s for s in playbook.channels if s.channel == channel)
+            return verdict("suppressed", "max_per_run")
+        context = self.context(s.member, s.offer, s.row, s.event_id is not None)
+        step = next(step for step in self.playbook.channels if step.channel == choice.channel)
         try:
             message = render_value(step.message.model_dump(exclude_none=True), context)
         except Exception as exc:  # noqa: BLE001 - any failure of a marketer's template suppresses this touch
-            facts["render_error"] = f"{type(exc).__name__}: {exc}" if not isinstance(exc, TemplateError) else str(exc)
-            return verdict("suppressed", "render_error", candidate=offer)
+            s.facts["render_error"] = str(exc) if isinstance(exc, TemplateError) else f"{type(exc).__name__}: {exc}"
+            return verdict("suppressed", "render_error")
         self.sends += 1
-        return verdict("send", channel=channel, offer=offer, message=message, candidate=offer)
+        self._remember(s.candidate.member_id)
+        return verdict("send", channel=choice.channel, offer=s.offer, message=message,
+                       not_before=choice.not_before, cost_e4=choice.cost_e4)
 
     def context(self, member: dict[str, Any], offer: dict[str, Any] | None, row: AudienceRow,
-                compiled: CompiledAudience) -> dict[str, Any]:
+                event_mode: bool) -> dict[str, Any]:
         tz = self.frame.tz
         context: dict[str, Any] = {
             "member": member, "offer": offer, "links": dict(self.links),
@@ -224,7 +290,7 @@ class Evaluation:
             "playbook": {"id": self.playbook.id, "name": self.playbook.name,
                          "priority": self.playbook.priority, "timezone": str(tz)},
         }
-        if compiled.event_mode:
+        if event_mode:
             context["event"] = {"event_id": row["event_id"], "type": row["event_type"],
                                 "occurred_at": row["event_occurred_at"].astimezone(tz),
                                 "attributes": row["event_attributes"]}

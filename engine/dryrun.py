@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
 from datetime import datetime, timedelta
+from decimal import Decimal
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import Engine
@@ -15,7 +16,9 @@ from sqlalchemy import Engine
 from engine.clock import zone
 from engine.compiler import Frame
 from engine.decisions import Decision, Evaluation
+from engine.gate import EffectivePolicies, LedgerGate
 from engine.playbook import Playbook
+from engine.policies import PolicySettings
 
 
 def playbook_zone(playbook: Playbook, default: str) -> ZoneInfo:
@@ -28,11 +31,19 @@ def evaluation_order(playbooks: Iterable[Playbook]) -> list[Playbook]:
 
 
 def dry_run(engine: Engine, playbooks: Iterable[Playbook], at: datetime, *, default_timezone: str,
-            links: Mapping[str, str], event_window: timedelta) -> Iterator[Decision]:
-    """Every enabled playbook's decisions as of `at` (events due in (at − event_window, at])."""
-    with engine.connect() as conn:
+            links: Mapping[str, str], event_window: timedelta, policies: PolicySettings | None = None,
+            costs: Mapping[str, Decimal] | None = None) -> Iterator[Decision]:
+    """Every enabled playbook's decisions as of `at` (events due in (at − event_window, at]).
+
+    Policies read the ledger (caps, budgets, suppressions, cooldowns) but the dry-run does
+    not simulate caps between the playbooks it previews, and writes nothing.
+    """
+    policies = policies if policies is not None else PolicySettings()
+    with engine.connect() as conn, engine.connect() as ledger_conn:
         for playbook in evaluation_order(p for p in playbooks if p.enabled):
             frame = Frame(at, playbook_zone(playbook, default_timezone), engine.dialect.name)
             evaluation = Evaluation(playbook, frame, links,
                                     event_window if playbook.is_event_triggered else None)
-            yield from evaluation.decisions(conn)
+            gate = LedgerGate(ledger_conn, playbook.id, EffectivePolicies.of(playbook, policies, costs or {}),
+                              now=at, tz=zone(default_timezone))
+            yield from evaluation.decisions(conn, gate)

@@ -16,8 +16,8 @@ from sqlalchemy import Engine, select
 
 from engine import audience as a
 from engine.compiler import CompiledAudience, Frame, compile_audience
-from engine.decisions import AudienceRow, Decision, Evaluation, member_context
-from engine.dryrun import playbook_zone
+from engine.decisions import AudienceRow, Decision, member_context
+from engine.dryrun import dry_run, playbook_zone
 from engine.errors import SiyuError, UsageError
 from engine.loader import load_file, load_playbooks
 from engine.playbook import Playbook
@@ -122,12 +122,12 @@ def explain(engine: Engine, playbook: Playbook, member_id: str, at: datetime, se
             playbook, frame, event_window=None if event_id else (window if playbook.is_event_triggered else None),
             explain_member=member_id, explain_event=event_id)
         rows = conn.execute(compiled.statement).mappings().all()
-        evaluation = Evaluation(playbook, frame, settings.links, window if playbook.is_event_triggered else None)
-        decision = None
-        for candidate in evaluation.decisions(conn):
-            if candidate.member_id == member_id and (event_id is None or candidate.event_id == event_id):
-                decision = candidate
-                break
+    decision = None
+    for candidate in dry_run(engine, [playbook], at, default_timezone=settings.timezone, links=settings.links,
+                             event_window=window, policies=settings.policies, costs=settings.costs):
+        if candidate.member_id == member_id and (event_id is None or candidate.event_id == event_id):
+            decision = candidate
+            break
     if not rows:
         what = f"event {event_id!r}" if event_id else f"a due `{playbook.trigger.event}` event"
         raise SiyuError(f"{member_id} has no {what} for {playbook.id} as of {at.isoformat()}")

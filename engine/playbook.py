@@ -14,10 +14,11 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, StrictStr, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
-from engine.audience import CHANNEL_NAMES, Group, leaf_paths
+from engine.audience import CHANNEL_NAMES, ChannelName, Group, leaf_paths
 from engine.clock import parse_duration, zone
 from engine.cron import Cron
 from engine.grammar import GrammarModel, Text
+from engine.policies import Duration, FrequencyRule, QuietWindow
 
 PLAYBOOK_ID = r"^[a-z0-9][a-z0-9-]*$"
 OFFER_METRICS = ("avg_order_value", "total_spend", "order_count")
@@ -178,6 +179,14 @@ class Limits(GrammarModel):
     """Never touch a member from this playbook twice within N days."""
     max_per_run: Annotated[int, Field(ge=0, strict=True)] | None = None
     """At most N sends per evaluation (the rest: suppressed/max_per_run)."""
+    frequency: list[FrequencyRule] = Field(default_factory=list)
+    """Extra caps for this playbook's touches, on top of the config's (a playbook may only tighten)."""
+    quiet_hours: dict[ChannelName, QuietWindow] = Field(default_factory=dict)
+    """Extra quiet hours for this playbook's touches, on top of the config's."""
+    budget_daily: Annotated[Decimal, Field(ge=0, max_digits=14, decimal_places=2)] | None = None
+    """Yuan per local day this playbook may spend."""
+    expire_after: Duration | None = None
+    """A deferred touch older than this is dropped (suppressed/expired) instead of sent late."""
 
 
 class Playbook(GrammarModel):

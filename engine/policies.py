@@ -8,7 +8,7 @@ end of quiet hours, and whether a budget allows it. Counting happens in engine/l
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
@@ -119,11 +119,14 @@ def next_allowed(moment: datetime, windows: Sequence[QuietWindow], tz: ZoneInfo)
     raise ValueError("quiet hours cover the whole day: nothing could ever be sent")
 
 
-@dataclass(frozen=True)
+@dataclass
 class MemberHistory:
     """A member's touches that may reach them, as counted by the ledger: (channel, local day) → count."""
 
-    counts: Mapping[tuple[str, date], int]
+    counts: dict[tuple[str, date], int]
+
+    def add(self, channel: str, day: date) -> None:
+        self.counts[(channel, day)] = self.counts.get((channel, day), 0) + 1
 
     def within(self, channel: str, per_days: int, today: date) -> int:
         first = today - timedelta(days=per_days - 1)

@@ -1,0 +1,304 @@
+"""The touch ledger: every statement on touches, runs, watermarks and suppressions lives here.
+
+One row per decision, unique on (playbook, member, occurrence): a second decision for the
+same key is "already decided", a return value, never an error. Dispatch is at most once:
+a row is marked `sending` under a lease in a committed transaction before its adapter is
+called; a row left in `sending` past its lease is settled by the adapter's `lookup`, never
+resent blindly.
+
+SQLite means one daemon: SQLAlchemy drops FOR UPDATE on SQLite, and writers are
+serialised by BEGIN IMMEDIATE (engine.store.write_transaction). PostgreSQL means many:
+batches are claimed with FOR UPDATE SKIP LOCKED, and caps are checked under per-member
+advisory locks, so two replicas never pass the same member's last allowed touch.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import zlib
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import date, datetime, timedelta
+from enum import StrEnum
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import Connection, and_, case, delete, func, insert, or_, select, text, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import RowMapping
+
+from engine.policies import MemberHistory
+from engine.schema import REACHING_STATES, TOUCH_STATES, runs, suppressions, touches, watermarks
+
+
+class TouchState(StrEnum):
+    """A ledger row's state; mirrors the CHECK constraint in engine/schema.py (a test keeps them in sync)."""
+
+    holdout = "holdout"
+    suppressed = "suppressed"
+    queued = "queued"
+    deferred = "deferred"
+    sending = "sending"
+    sent = "sent"
+    failed = "failed"
+    unknown = "unknown"
+
+
+assert tuple(TouchState) == TOUCH_STATES
+FINAL_STATES = (TouchState.holdout, TouchState.suppressed, TouchState.sent, TouchState.failed, TouchState.unknown)
+
+
+def touch_id_for(playbook: str, member_id: str, occurrence: str) -> str:
+    """A 15-character ASCII id, the same for the same (playbook, member, occurrence)."""
+    digest = hashlib.sha256(f"{playbook}\x1f{member_id}\x1f{occurrence}".encode()).digest()
+    return "T" + base64.b32encode(digest).decode()[:14]
+
+
+def _insert(conn: Connection) -> Any:
+    return postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+
+
+# --------------------------------------------------------------------------- recording decisions
+
+def record(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> int:
+    """Insert decision rows; a row whose (playbook, member, occurrence) is already decided is skipped.
+
+    Returns how many rows were new.
+    """
+    if not rows:
+        return 0
+    statement = _insert(conn)(touches).on_conflict_do_nothing()
+    result = conn.execute(statement, list(rows))
+    return int(result.rowcount or 0) if result.rowcount is not None and result.rowcount >= 0 else len(rows)
+
+
+def lock_members(conn: Connection, member_ids: Iterable[str]) -> None:
+    """PostgreSQL: take a transaction-scoped advisory lock per member (sorted: no deadlocks).
+
+    SQLite needs none: the write transaction already holds the database's write lock.
+    """
+    if conn.dialect.name != "postgresql":
+        return
+    keys = sorted({zlib.crc32(f"member:{m}".encode()) for m in member_ids})
+    for key in keys:
+        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+
+
+def lock_budgets(conn: Connection) -> None:
+    """PostgreSQL: serialise spending decisions across replicas for this transaction."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": zlib.crc32(b"budgets")})
+
+
+def member_histories(conn: Connection, member_ids: Sequence[str], since: datetime,
+                     tz: ZoneInfo) -> dict[str, MemberHistory]:
+    """Touches that may reach each member since `since`, counted per (channel, local day in `tz`)."""
+    counts: dict[str, dict[tuple[str, date], int]] = defaultdict(lambda: defaultdict(int))
+    for chunk_start in range(0, len(member_ids), 900):
+        chunk = member_ids[chunk_start:chunk_start + 900]
+        rows = conn.execute(
+            select(touches.c.member_id, touches.c.channel, touches.c.touch_at).where(
+                touches.c.member_id.in_(chunk), touches.c.state.in_(REACHING_STATES),
+                touches.c.touch_at >= since))
+        for member_id, channel, touch_at in rows:
+            counts[member_id][(channel, touch_at.astimezone(tz).date())] += 1
+    return {m: MemberHistory(dict(counts.get(m, {}))) for m in member_ids}
+
+
+def spend_e4(conn: Connection, start: datetime, end: datetime, *, channel: str | None = None,
+             playbook: str | None = None) -> int:
+    """Cost (1/10,000 yuan) of touches that may reach members with `touch_at` in [start, end)."""
+    conditions = [touches.c.state.in_(REACHING_STATES), touches.c.touch_at >= start, touches.c.touch_at < end]
+    if channel is not None:
+        conditions.append(touches.c.channel == channel)
+    if playbook is not None:
+        conditions.append(touches.c.playbook == playbook)
+    return int(conn.execute(select(func.coalesce(func.sum(touches.c.cost_e4), 0)).where(*conditions)).scalar_one())
+
+
+def sends_in_run(conn: Connection, playbook: str, occurrence: str) -> int:
+    """Sends already recorded for one run (a resumed run keeps counting towards max_per_run)."""
+    return int(conn.execute(select(func.count()).select_from(touches).where(
+        touches.c.playbook == playbook, touches.c.occurrence == occurrence,
+        touches.c.state.in_(REACHING_STATES + ("failed",)))).scalar_one())
+
+
+# --------------------------------------------------------------------------- suppressions
+
+def suppressed_channels(conn: Connection, members: Sequence[tuple[str, str | None]]) -> dict[str, set[str]]:
+    """member_id → channels ('all' included) suppressed for that member or for their phone."""
+    found: dict[str, set[str]] = defaultdict(set)
+    for start in range(0, len(members), 900):
+        chunk = members[start:start + 900]
+        ids = [m for m, _ in chunk]
+        phones = {p: m for m, p in chunk if p}
+        rows = conn.execute(select(suppressions.c.member_id, suppressions.c.phone, suppressions.c.channel).where(
+            or_(suppressions.c.member_id.in_(ids), suppressions.c.phone.in_(list(phones)))))
+        for member_id, phone, channel in rows:
+            if member_id is not None:
+                found[member_id].add(channel)
+            elif phone in phones:
+                for m, p in chunk:
+                    if p == phone:
+                        found[m].add(channel)
+    return found
+
+
+def add_suppression(conn: Connection, *, member_id: str | None, phone: str | None, channel: str,
+                    reason: str | None, source: str, now: datetime) -> bool:
+    """Record a suppression; False if the same one exists already."""
+    subject = suppressions.c.member_id == member_id if member_id is not None else suppressions.c.phone == phone
+    exists = conn.execute(select(suppressions.c.id).where(subject, suppressions.c.channel == channel)).first()
+    if exists is not None:
+        return False
+    conn.execute(insert(suppressions).values(member_id=member_id, phone=phone, channel=channel, reason=reason,
+                                             source=source, created_at=now))
+    return True
+
+
+def remove_suppression(conn: Connection, *, member_id: str | None, phone: str | None, channel: str) -> int:
+    subject = suppressions.c.member_id == member_id if member_id is not None else suppressions.c.phone == phone
+    return int(conn.execute(delete(suppressions).where(subject, suppressions.c.channel == channel)).rowcount or 0)
+
+
+def list_suppressions(conn: Connection) -> list[RowMapping]:
+    return list(conn.execute(select(suppressions).order_by(suppressions.c.created_at, suppressions.c.id)).mappings())
+
+
+# --------------------------------------------------------------------------- runs and watermarks
+
+def start_run(conn: Connection, playbook: str, scheduled_for: datetime, owner: str, now: datetime) -> bool:
+    """Record that a run starts; False when it already finished (a crashed run is resumed: True)."""
+    conn.execute(_insert(conn)(runs).values(playbook=playbook, scheduled_for=scheduled_for, started_at=now,
+                                            owner=owner).on_conflict_do_nothing())
+    finished = conn.execute(select(runs.c.finished_at).where(
+        runs.c.playbook == playbook, runs.c.scheduled_for == scheduled_for)).scalar_one()
+    return finished is None
+
+
+def finish_run(conn: Connection, playbook: str, scheduled_for: datetime, counts: Mapping[str, int],
+               now: datetime) -> None:
+    conn.execute(update(runs).where(runs.c.playbook == playbook, runs.c.scheduled_for == scheduled_for)
+                 .values(finished_at=now, counts=dict(counts)))
+
+
+def last_runs(conn: Connection) -> dict[str, RowMapping]:
+    """The newest run of each playbook."""
+    newest = select(runs.c.playbook, func.max(runs.c.scheduled_for).label("scheduled_for")) \
+        .group_by(runs.c.playbook).subquery()
+    rows = conn.execute(select(runs).join(newest, and_(runs.c.playbook == newest.c.playbook,
+                                                       runs.c.scheduled_for == newest.c.scheduled_for)))
+    return {row.playbook: row for row in rows.mappings()}
+
+
+def get_watermark(conn: Connection, name: str) -> datetime | None:
+    value: datetime | None = conn.execute(select(watermarks.c.value).where(watermarks.c.name == name)).scalar()
+    return value
+
+
+def advance_watermark(conn: Connection, name: str, value: datetime) -> None:
+    """Move a watermark forward (never back)."""
+    statement = _insert(conn)(watermarks).values(name=name, value=value)
+    statement = statement.on_conflict_do_update(
+        index_elements=[watermarks.c.name],
+        set_={"value": case((watermarks.c.value < statement.excluded.value, statement.excluded.value),
+                            else_=watermarks.c.value)})
+    conn.execute(statement)
+
+
+# --------------------------------------------------------------------------- dispatch
+
+def claim_batch(conn: Connection, channel: str, now: datetime, limit: int, lease: timedelta,
+                owner: str) -> list[RowMapping]:
+    """Claim up to `limit` due rows of `channel` for sending: they become `sending` under a lease.
+
+    Due: `queued`, or `deferred` whose `not_before` has come. Higher priority first, then
+    the order they were decided in. On PostgreSQL, SKIP LOCKED lets replicas share the queue.
+    The caller commits before calling the adapter.
+    """
+    due = or_(touches.c.state == TouchState.queued,
+              and_(touches.c.state == TouchState.deferred, touches.c.not_before <= now))
+    candidates = (select(touches.c.touch_id).where(touches.c.channel == channel, due)
+                  .order_by(touches.c.priority.desc(), touches.c.decided_at, touches.c.touch_id)
+                  .limit(limit).with_for_update(skip_locked=True))
+    ids = [row[0] for row in conn.execute(candidates)]
+    if not ids:
+        return []
+    conn.execute(update(touches).where(touches.c.touch_id.in_(ids))
+                 .values(state=TouchState.sending, lease_until=now + lease, lease_owner=owner,
+                         attempts=touches.c.attempts + 1))
+    return list(conn.execute(select(touches).where(touches.c.touch_id.in_(ids))
+                             .order_by(touches.c.priority.desc(), touches.c.decided_at, touches.c.touch_id))
+                .mappings())
+
+
+def settle(conn: Connection, touch_id: str, state: TouchState, *, owner: str | None = None,
+           **values: Any) -> bool:
+    """Move a `sending` row to its outcome; False when the row is no longer ours (lease lost)."""
+    conditions = [touches.c.touch_id == touch_id, touches.c.state == TouchState.sending]
+    if owner is not None:
+        conditions.append(touches.c.lease_owner == owner)
+    result = conn.execute(update(touches).where(*conditions)
+                          .values(state=state, lease_until=None, **values))
+    return bool(result.rowcount)
+
+
+def expired_leases(conn: Connection, now: datetime, limit: int) -> list[RowMapping]:
+    """`sending` rows whose lease ran out: their holder died or hangs. Locked for the caller on PostgreSQL."""
+    return list(conn.execute(
+        select(touches).where(touches.c.state == TouchState.sending, touches.c.lease_until < now)
+        .order_by(touches.c.lease_until).limit(limit).with_for_update(skip_locked=True)).mappings())
+
+
+def live_leases(conn: Connection, now: datetime) -> int:
+    return int(conn.execute(select(func.count()).select_from(touches).where(
+        touches.c.state == TouchState.sending, touches.c.lease_until >= now)).scalar_one())
+
+
+def due_count(conn: Connection, now: datetime, channels: Sequence[str] | None = None) -> int:
+    """Rows that could be claimed now."""
+    due = or_(touches.c.state == TouchState.queued,
+              and_(touches.c.state == TouchState.deferred, touches.c.not_before <= now))
+    conditions = [due]
+    if channels is not None:
+        conditions.append(touches.c.channel.in_(list(channels)))
+    return int(conn.execute(select(func.count()).select_from(touches).where(*conditions)).scalar_one())
+
+
+def expire_deferred(conn: Connection, now: datetime) -> int:
+    """Deferred rows past their `expires_at` are dropped as suppressed/expired."""
+    result = conn.execute(update(touches).where(
+        touches.c.state == TouchState.deferred, touches.c.expires_at.is_not(None), touches.c.expires_at <= now)
+        .values(state=TouchState.suppressed, reason="expired"))
+    return int(result.rowcount or 0)
+
+
+# --------------------------------------------------------------------------- reports
+
+def state_counts(conn: Connection, since: datetime | None = None) -> dict[str, int]:
+    conditions = [] if since is None else [touches.c.decided_at >= since]
+    rows = conn.execute(select(touches.c.state, func.count()).where(*conditions).group_by(touches.c.state))
+    return {state: int(n) for state, n in rows}
+
+
+def playbook_state_counts(conn: Connection, since: datetime) -> dict[str, dict[str, int]]:
+    rows = conn.execute(select(touches.c.playbook, touches.c.state, func.count())
+                        .where(touches.c.decided_at >= since).group_by(touches.c.playbook, touches.c.state))
+    out: dict[str, dict[str, int]] = defaultdict(dict)
+    for playbook, state, n in rows:
+        out[playbook][state] = int(n)
+    return dict(out)
+
+
+def channel_day(conn: Connection, start: datetime, end: datetime) -> dict[str, dict[str, int]]:
+    """Per channel: touches sent and their cost (1/10,000 yuan) with touch_at in [start, end)."""
+    rows = conn.execute(select(touches.c.channel, func.count(), func.coalesce(func.sum(touches.c.cost_e4), 0))
+                        .where(touches.c.state == TouchState.sent, touches.c.touch_at >= start,
+                               touches.c.touch_at < end).group_by(touches.c.channel))
+    return {channel: {"sent": int(n), "cost_e4": int(cost)} for channel, n, cost in rows}
+
+
+def rows_in_states(conn: Connection, states: Sequence[str], limit: int = 50) -> list[RowMapping]:
+    return list(conn.execute(select(touches).where(touches.c.state.in_(list(states)))
+                             .order_by(touches.c.decided_at.desc()).limit(limit)).mappings())
