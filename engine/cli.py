@@ -180,6 +180,31 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tick(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from engine.clock import now, parse_at, zone
+    from engine.config import load_config
+    from engine.logs import configure
+    from engine.service import Service
+
+    settings, _ = load_config(Path(args.config))
+    configure(settings.log.format if not args.quiet else "json", "warning" if args.quiet else settings.log.level)
+    at = parse_at(args.at, zone(settings.timezone)) if args.at else now()
+    service = Service.load(Path(args.config))
+    decided = service.evaluator(clock=lambda: at).tick(at)
+    sent = asyncio.run(service.dispatcher(clock=lambda: at).drain())
+    summary = {**{f"decided {k}": v for k, v in sorted(decided.items())},
+               **{f"dispatched {k}": v for k, v in sorted(sent.items())}}
+    width = max((len(k) for k in summary), default=0)
+    print(f"siyu tick as of {at.isoformat()}")
+    for key, value in summary.items():
+        print(f"  {key:<{width}}  {value:>8,}")
+    if not summary:
+        print("  nothing was due")
+    return 0
+
+
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
     from engine.store import upgrade
 
@@ -239,6 +264,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--today", help="reference date YYYY-MM-DD (default: today)")
     p.add_argument("--playbooks", help="playbook directory (default: config playbooks)")
     p.add_argument("--config", help="config file (default: ./config.example.yaml when present)")
+
+    p = command("tick", cmd_tick, "one round as of --at: decide what is due, dispatch it, exit")
+    p.add_argument("--config", required=True, help="config file")
+    p.add_argument("--at", help="the instant (default: now; no offset = config timezone)")
+    p.add_argument("--quiet", action="store_true", help="log warnings only")
 
     p = command("db", cmd_db_upgrade, "database schema: `siyu db upgrade --db URL`")
     p.add_argument("action", choices=("upgrade",))

@@ -28,8 +28,10 @@ from sqlalchemy import Connection, and_, case, delete, func, insert, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import RowMapping
 
+from engine.audience import CHANNEL_NAMES
 from engine.policies import MemberHistory
-from engine.schema import REACHING_STATES, TOUCH_STATES, runs, suppressions, touches, watermarks
+from engine.reachability import reachable
+from engine.schema import REACHING_STATES, TOUCH_STATES, members, runs, suppressions, touches, watermarks
 
 
 class TouchState(StrEnum):
@@ -302,3 +304,29 @@ def channel_day(conn: Connection, start: datetime, end: datetime) -> dict[str, d
 def rows_in_states(conn: Connection, states: Sequence[str], limit: int = 50) -> list[RowMapping]:
     return list(conn.execute(select(touches).where(touches.c.state.in_(list(states)))
                              .order_by(touches.c.decided_at.desc()).limit(limit)).mappings())
+
+
+def contacts(conn: Connection, member_ids: Sequence[str]) -> dict[str, RowMapping]:
+    """The members' addresses and opt-out flags, as stored now (checked again right before sending)."""
+    out: dict[str, RowMapping] = {}
+    for start in range(0, len(member_ids), 900):
+        chunk = list(member_ids[start:start + 900])
+        columns: list[Any] = [members.c.member_id, members.c.phone, members.c.wecom_external_userid,
+                   members.c.wecom_staff_userid, members.c.oa_openid, members.c.oa_subscribed,
+                   members.c.sms_opt_out, members.c.call_opt_out]
+        columns += [case((reachable(ch, members), 1), else_=0).label(f"reach_{ch}") for ch in CHANNEL_NAMES]
+        for row in conn.execute(select(*columns).where(members.c.member_id.in_(chunk))).mappings():
+            out[row["member_id"]] = row
+    return out
+
+
+def release(conn: Connection, touch_id: str, state: TouchState, **values: Any) -> None:
+    """Give a claimed row back (`queued` or `deferred`) without sending it."""
+    conn.execute(update(touches).where(touches.c.touch_id == touch_id, touches.c.state == TouchState.sending)
+                 .values(state=state, lease_until=None, lease_owner=None, **values))
+
+
+def extend_lease(conn: Connection, touch_id: str, lease_until: datetime, owner: str) -> None:
+    """Take over (or extend) the lease of a `sending` row."""
+    conn.execute(update(touches).where(touches.c.touch_id == touch_id, touches.c.state == TouchState.sending)
+                 .values(lease_until=lease_until, lease_owner=owner))

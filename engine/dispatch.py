@@ -1,0 +1,258 @@
+"""Dispatch: claim → check → send → record, at most once per ledger row.
+
+1. claim: due rows become `sending` under a lease, and the opt-outs and quiet hours are
+   checked again right before sending, in one committed transaction;
+2. send: the adapter gets a batch, within the channel's rate limit and concurrency;
+   outcomes that surely were not accepted (`retry`) are retried with exponential backoff
+   and jitter, up to `dispatch.max_attempts`;
+3. record: each outcome is written in a transaction shielded from cancellation.
+
+Rows whose lease ran out (their holder died) are settled by the adapter's `lookup`: only
+an authoritative `not_sent` puts a row back in the queue; `unknown` is shown to the operator.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import Engine
+from sqlalchemy.engine import RowMapping
+
+from channels.base import Channel, ChannelError, ChannelSettings, Outcome, OutcomeKind, Touch
+from engine import ledger
+from engine.clock import now as clock_now
+from engine.config import DispatchSettings
+from engine.ledger import TouchState
+from engine.logs import log
+from engine.playbook import Playbook
+from engine.policies import PolicySettings, QuietWindow, next_allowed
+from engine.ratelimit import ChannelLimits
+from engine.store import write_transaction
+
+ADDRESS_FIELDS: dict[str, tuple[str, ...]] = {
+    "sms": ("phone",),
+    "ai_call": ("phone",),
+    "wecom": ("wecom_external_userid", "wecom_staff_userid"),
+    "template": ("oa_openid",),
+}
+
+
+def touch_of(row: RowMapping, contact: Mapping[Any, Any] | None) -> Touch:
+    channel = row["channel"]
+    address = {k: (contact or {}).get(k) for k in ADDRESS_FIELDS.get(channel, ())}
+    return Touch(touch_id=row["touch_id"], playbook=row["playbook"], member_id=row["member_id"], channel=channel,
+                 occurrence=row["occurrence"], message=row["message"] or {}, address=address, offer=row["offer"])
+
+
+@dataclass
+class Dispatcher:
+    """Sends what the ledger holds, for the channels it was given."""
+
+    engine: Engine
+    settings: DispatchSettings
+    channels: Mapping[str, Channel]
+    channel_settings: Mapping[str, ChannelSettings]
+    policies: PolicySettings
+    playbooks: Mapping[str, Playbook]
+    tz: ZoneInfo
+    owner: str
+    clock: Callable[[], datetime] = clock_now
+    counts: Counter[str] = field(default_factory=Counter)
+    paused: dict[str, str] = field(default_factory=dict)
+    claiming: bool = True
+    _limits: dict[str, ChannelLimits] = field(default_factory=dict)
+
+    def limits(self, channel: str) -> ChannelLimits:
+        if channel not in self._limits:
+            cfg = self.channel_settings[channel]
+            self._limits[channel] = ChannelLimits(cfg.rate_per_second, cfg.concurrency, self.settings.replicas)
+        return self._limits[channel]
+
+    # -- the loop ---------------------------------------------------------------------------------
+    async def drain(self) -> Counter[str]:
+        """Send everything due now, then return (tick). Rows under someone else's live lease are left."""
+        await self.reconcile()
+        await asyncio.gather(*(self._drain_channel(name) for name in self.channels))
+        return self.counts
+
+    async def _drain_channel(self, name: str) -> None:
+        while self.claiming and name not in self.paused:
+            sent = await self.dispatch_once(name)
+            if not sent:
+                return
+
+    async def dispatch_once(self, name: str) -> int:
+        """Claim one batch of `name` and send it; the number of rows claimed."""
+        ready = await asyncio.to_thread(self._claim, name)
+        if not ready:
+            return 0
+        size = self.channel_settings[name].batch_size
+        slices = [ready[i:i + size] for i in range(0, len(ready), size)]
+        await asyncio.gather(*(self._send_slice(name, piece) for piece in slices))
+        return len(ready)
+
+    # -- 1. claim -----------------------------------------------------------------------------------
+    def _quiet_windows(self, channel: str, playbook: str) -> list[QuietWindow]:
+        windows = list(self.policies.quiet_hours.get(channel, ()) and [self.policies.quiet_hours[channel]])
+        book = self.playbooks.get(playbook)
+        if book is not None and channel in book.limits.quiet_hours:
+            windows.append(book.limits.quiet_hours[channel])
+        return windows
+
+    def _claim(self, name: str) -> list[Touch]:
+        now = self.clock()
+        with write_transaction(self.engine) as conn:
+            ledger.expire_deferred(conn, now)
+            rows = ledger.claim_batch(conn, name, now, self.settings.batch_size, self.settings.lease, self.owner)
+            if not rows:
+                return []
+            contacts = ledger.contacts(conn, [r["member_id"] for r in rows])
+            phones = {m: c["phone"] for m, c in contacts.items()}
+            blocked = ledger.suppressed_channels(conn, [(r["member_id"], phones.get(r["member_id"])) for r in rows])
+            ready: list[Touch] = []
+            for row in rows:
+                contact = contacts.get(row["member_id"])
+                stop = blocked.get(row["member_id"], set())
+                if contact is None or not contact[f"reach_{name}"] or name in stop or "all" in stop:
+                    ledger.settle(conn, row["touch_id"], TouchState.suppressed, reason="opted_out")
+                    self._log("touch.suppressed", row, TouchState.suppressed, reason="opted_out")
+                    continue
+                later = next_allowed(now, self._quiet_windows(name, row["playbook"]), self.tz)
+                if later is not None:
+                    ledger.release(conn, row["touch_id"], TouchState.deferred, not_before=later, touch_at=later)
+                    self._log("touch.deferred", row, TouchState.deferred, not_before=later.isoformat())
+                    continue
+                ready.append(touch_of(row, contact))
+            return ready
+
+    # -- 2. send ------------------------------------------------------------------------------------
+    async def _send_slice(self, name: str, touches: Sequence[Touch]) -> None:
+        limits = self.limits(name)
+        channel = self.channels[name]
+        pending = list(touches)
+        attempt = 0
+        async with limits.slots:
+            while pending:
+                attempt += 1
+                await limits.bucket.acquire(len(pending))
+                try:
+                    outcomes = await channel.send(pending)
+                except ChannelError as exc:
+                    kind = OutcomeKind.retry if exc.retryable else OutcomeKind.failed
+                    outcomes = [Outcome(t.touch_id, kind, code=exc.code, message=str(exc)) for t in pending]
+                except Exception as exc:  # noqa: BLE001 - the request may have left: outcome unknown
+                    outcomes = [Outcome(t.touch_id, OutcomeKind.unknown, code=type(exc).__name__, message=str(exc))
+                                for t in pending]
+                by_id = {o.touch_id: o for o in outcomes}
+                retry = [t for t in pending if by_id.get(t.touch_id) is None
+                         or by_id[t.touch_id].kind == OutcomeKind.retry]
+                final = [by_id[t.touch_id] for t in pending if t not in retry]
+                if attempt >= self.settings.max_attempts:
+                    final += [Outcome(t.touch_id, OutcomeKind.failed, code=(by_id.get(t.touch_id) or Outcome(
+                        t.touch_id, OutcomeKind.retry)).code, message="gave up after retries") for t in retry]
+                    retry = []
+                await asyncio.shield(asyncio.to_thread(self._record, name, pending, final))
+                pending = retry
+                if pending:
+                    await asyncio.sleep(self._backoff(attempt))
+
+    def _backoff(self, attempt: int) -> float:
+        base = self.settings.retry_wait.total_seconds() * (2 ** (attempt - 1))
+        cap = self.settings.lease.total_seconds() / 4
+        return float(min(cap, base) * (0.5 + random.random() / 2))
+
+    # -- 3. record ------------------------------------------------------------------------------------
+    def _record(self, name: str, touches: Sequence[Touch], outcomes: Sequence[Outcome]) -> None:
+        now = self.clock()
+        by_id = {t.touch_id: t for t in touches}
+        with write_transaction(self.engine) as conn:
+            for outcome in outcomes:
+                touch = by_id[outcome.touch_id]
+                state = self._apply(conn, name, touch, outcome, now)
+                self.counts[state] += 1
+                self._log(f"touch.{state}", touch, state, code=outcome.code, error=outcome.message,
+                          vendor_id=outcome.vendor_id)
+
+    def _apply(self, conn: Any, name: str, touch: Touch, outcome: Outcome, now: datetime) -> str:
+        error = {"error_code": outcome.code, "error_message": outcome.message}
+        if outcome.kind == OutcomeKind.sent:
+            ledger.settle(conn, touch.touch_id, TouchState.sent, sent_at=now, touch_at=now,
+                          vendor_id=outcome.vendor_id, error_code=None, error_message=None)
+            return TouchState.sent
+        if outcome.kind == OutcomeKind.failed_member:
+            ledger.settle(conn, touch.touch_id, TouchState.failed, **error)
+            phone = touch.address.get("phone")
+            ledger.add_suppression(conn, member_id=None if phone else touch.member_id, phone=phone, channel=name,
+                                   reason=f"{outcome.code}: {outcome.message}", source="vendor", now=now)
+            return TouchState.failed
+        if outcome.kind == OutcomeKind.channel_fatal:
+            ledger.release(conn, touch.touch_id, TouchState.queued, **error)
+            self.paused[name] = f"{outcome.code}: {outcome.message}"
+            return "paused"
+        if outcome.kind == OutcomeKind.unknown:
+            ledger.settle(conn, touch.touch_id, TouchState.unknown, **error)
+            return TouchState.unknown
+        ledger.settle(conn, touch.touch_id, TouchState.failed, **error)
+        return TouchState.failed
+
+    # -- reconciliation -------------------------------------------------------------------------------
+    async def reconcile(self) -> int:
+        """Settle `sending` rows whose lease ran out, through the adapters' `lookup`."""
+        rows = await asyncio.to_thread(self._take_over_expired)
+        settled = 0
+        for name in {r["channel"] for r in rows}:
+            mine = [r for r in rows if r["channel"] == name]
+            channel = self.channels.get(name)
+            if channel is None:
+                continue
+            touches = [touch_of(r, None) for r in mine]
+            try:
+                outcomes = await channel.lookup(touches)
+            except Exception as exc:  # noqa: BLE001 - no answer: the outcome stays unknown
+                outcomes = [Outcome(t.touch_id, OutcomeKind.unknown, code=type(exc).__name__, message=str(exc))
+                            for t in touches]
+            await asyncio.shield(asyncio.to_thread(self._settle_lookups, touches, outcomes))
+            settled += len(outcomes)
+        return settled
+
+    def _take_over_expired(self) -> list[RowMapping]:
+        now = self.clock()
+        with write_transaction(self.engine) as conn:
+            rows = ledger.expired_leases(conn, now, 1000)
+            for row in rows:
+                ledger.extend_lease(conn, row["touch_id"], now + self.settings.lease, self.owner)
+            return rows
+
+    def _settle_lookups(self, touches: Sequence[Touch], outcomes: Sequence[Outcome]) -> None:
+        now = self.clock()
+        by_id = {t.touch_id: t for t in touches}
+        with write_transaction(self.engine) as conn:
+            for outcome in outcomes:
+                touch = by_id[outcome.touch_id]
+                if outcome.kind == OutcomeKind.sent:
+                    ledger.settle(conn, touch.touch_id, TouchState.sent, owner=self.owner, sent_at=now,
+                                  touch_at=now, vendor_id=outcome.vendor_id)
+                    state: str = TouchState.sent
+                elif outcome.kind == OutcomeKind.not_sent:
+                    ledger.release(conn, touch.touch_id, TouchState.queued)
+                    state = TouchState.queued
+                else:
+                    ledger.settle(conn, touch.touch_id, TouchState.unknown, owner=self.owner,
+                                  error_code=outcome.code or "lease_expired",
+                                  error_message=outcome.message or "the sender died mid-send; the vendor "
+                                                                   "cannot say whether it was sent")
+                    state = TouchState.unknown
+                self.counts[f"reconciled_{state}"] += 1
+                self._log("touch.reconciled", touch, state)
+
+    def _log(self, event: str, row: Any, state: str, **extra: Any) -> None:
+        get = row.get if isinstance(row, Mapping) else lambda k: getattr(row, k)
+        log.info(event, touch_id=get("touch_id"), playbook=get("playbook"), member_id=get("member_id"),
+                 channel=get("channel"), state=str(state), **{k: v for k, v in extra.items() if v is not None})
