@@ -205,6 +205,60 @@ def cmd_tick(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_status(args: argparse.Namespace) -> int:
+    import json
+
+    from engine.clock import now
+    from engine.config import load_config
+    from engine.status import render, report
+
+    settings, _ = load_config(Path(args.config))
+    loaded = _playbooks([], settings)
+    engine = _engine(settings.database.url)
+    status = report(engine, settings, [lp.playbook for lp in loaded], now())
+    if args.json:
+        print(json.dumps(status, ensure_ascii=False, indent=2, default=str))
+    else:
+        render(status, sys.stdout)
+    return 0
+
+
+def cmd_suppress(args: argparse.Namespace) -> int:
+    from engine import ledger
+    from engine.clock import now
+    from engine.config import load_config
+    from engine.logs import mask_phone
+    from engine.store import write_transaction
+
+    settings, _ = load_config(Path(args.config))
+    engine = _engine(settings.database.url)
+    if args.action == "list":
+        with engine.connect() as conn:
+            rows = ledger.list_suppressions(conn)
+        for row in rows:
+            subject = f"member {row['member_id']}" if row["member_id"] else f"phone {mask_phone(row['phone'])}"
+            print(f"{subject:<28} {row['channel']:<9} {row['source']:<8} {row['created_at']:%Y-%m-%d %H:%M} "
+                  f"{row['reason'] or ''}")
+        print(f"{len(rows)} suppression(s)")
+        return 0
+    if (args.member is None) == (args.phone is None):
+        raise UsageError("give exactly one of --member ID or --phone NUMBER")
+    from engine.audience import CHANNEL_NAMES
+
+    if args.channel != "all" and args.channel not in CHANNEL_NAMES:
+        raise UsageError(f"unknown channel {args.channel!r}: one of all, {', '.join(CHANNEL_NAMES)}",
+                         location="--channel")
+    with write_transaction(engine) as conn:
+        if args.action == "add":
+            added = ledger.add_suppression(conn, member_id=args.member, phone=args.phone, channel=args.channel,
+                                           reason=args.reason, source="manual", now=now())
+            print("suppression added" if added else "already suppressed")
+        else:
+            removed = ledger.remove_suppression(conn, member_id=args.member, phone=args.phone, channel=args.channel)
+            print(f"{removed} suppression(s) removed")
+    return 0
+
+
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
     from engine.store import upgrade
 
@@ -269,6 +323,18 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--config", required=True, help="config file")
     p.add_argument("--at", help="the instant (default: now; no offset = config timezone)")
     p.add_argument("--quiet", action="store_true", help="log warnings only")
+
+    p = command("status", cmd_status, "playbooks' last and next runs, today's counts, spend, rows to look at")
+    p.add_argument("--config", required=True, help="config file")
+    p.add_argument("--json", action="store_true", help="one JSON object")
+
+    p = command("suppress", cmd_suppress, "opt-outs: add, remove or list suppressions")
+    p.add_argument("action", choices=("add", "remove", "list"))
+    p.add_argument("--member", help="member id")
+    p.add_argument("--phone", help="phone number")
+    p.add_argument("--channel", default="all", help="a channel name, or all (default)")
+    p.add_argument("--reason", help="why (kept with the suppression)")
+    p.add_argument("--config", required=True, help="config file")
 
     p = command("db", cmd_db_upgrade, "database schema: `siyu db upgrade --db URL`")
     p.add_argument("action", choices=("upgrade",))
