@@ -259,6 +259,22 @@ def cmd_suppress(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from engine.config import load_config
+    from engine.daemon import Daemon
+    from engine.logs import configure
+
+    settings, _ = load_config(Path(args.config))
+    configure(settings.log.format, settings.log.level)
+
+    async def main() -> int:
+        return await Daemon(Path(args.config)).run()
+
+    return asyncio.run(main())
+
+
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
     from engine.store import upgrade
 
@@ -323,6 +339,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--config", required=True, help="config file")
     p.add_argument("--at", help="the instant (default: now; no offset = config timezone)")
     p.add_argument("--quiet", action="store_true", help="log warnings only")
+
+    p = command("run", cmd_run, "the daemon: fire playbooks at their times, poll events, dispatch, until stopped")
+    p.add_argument("--config", required=True, help="config file")
 
     p = command("status", cmd_status, "playbooks' last and next runs, today's counts, spend, rows to look at")
     p.add_argument("--config", required=True, help="config file")
