@@ -72,7 +72,8 @@ class Daemon:
             self.tasks = [asyncio.create_task(coro, name=name) for name, coro in (
                 ("events", self._every(self.service.settings.poll_interval, self._poll_events)),
                 ("dispatch", self._dispatch_forever()),
-                ("reconcile", self._every(self.service.settings.dispatch.lease / 2, self.dispatcher.reconcile)),
+                ("reconcile", self._every(self.service.settings.dispatch.lease / 2,
+                                          lambda: self.dispatcher.reconcile())),
                 ("watchdog", self._every(timedelta(seconds=self.notifier.ping_every), self._ping)),
             )]
             self.notifier.ready(self._status())
