@@ -14,7 +14,7 @@ import itertools
 import math
 import random
 from collections.abc import Sequence
-from dataclasses import KW_ONLY, dataclass, field
+from dataclasses import KW_ONLY, dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Generic, TypeVar
 from zoneinfo import ZoneInfo
@@ -274,6 +274,8 @@ class _Profile:
 
 @dataclass
 class _Order:
+    """One planned order; ids, instants and amounts are filled in when it is placed."""
+
     days_ago: int
     second: int
     kind: str  #: basket, addon, trial, full, today_paid, today_unpaid
@@ -283,7 +285,6 @@ class _Order:
     paid_at: datetime | None = None
     amount_fen: int = 0
     status: str = "paid"
-    lines: list[Row] = field(default_factory=list)
 
 
 # --------------------------------------------------------------------------- one member
@@ -429,7 +430,7 @@ def _place_orders(rng: random.Random, p: _Profile, plan: list[_Order], cal: _Cal
 
 def _coupons(rng: random.Random, p: _Profile, placed: list[_Order], cal: _Calendar,
              rows: dict[Table, list[Row]]) -> list[datetime]:
-    """Coupons issued over the last 120 days; one is redeemed by a later qualifying paid order."""
+    """Coupons issued over the last 120 days; 3 in 4 are redeemed by a qualifying paid order, if one came."""
     issued = []
     for number in range(1, _COUPON_COUNT(rng) + 1):
         ago = rng.randint(0, min(120, p.joined_ago))
@@ -451,8 +452,9 @@ def _coupons(rng: random.Random, p: _Profile, placed: list[_Order], cal: _Calend
 def _events(rng: random.Random, p: _Profile, placed: list[_Order], cal: _Calendar,
             rows: dict[Table, list[Row]]) -> list[datetime]:
     """order_created for the last week's orders, live streams watched, fair visits, product pages."""
-    found: list[tuple[datetime, str, dict[str, str]]] = [
-        (o.created_at, "order_created", {"order_id": o.order_id, "amount": f"{o.amount_fen / 100:.2f}"})
+    found: list[tuple[datetime, str, dict[str, str]]] = [  # amount: exact yuan text, e.g. "151.30"
+        (o.created_at, "order_created",
+         {"order_id": o.order_id, "amount": f"{o.amount_fen // 100}.{o.amount_fen % 100:02d}"})
         for o in placed if o.created_at and o.days_ago <= 6]
     if rng.random() < 0.25:
         for ago, start, platform in rng.sample(cal.lives, k=min(len(cal.lives), rng.randint(1, 4))):
