@@ -14,7 +14,6 @@ an authoritative `not_sent` puts a row back in the queue; `unknown` is shown to 
 from __future__ import annotations
 
 import asyncio
-import random
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import Engine
 from sqlalchemy.engine import RowMapping
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
 
 from channels.base import Channel, ChannelError, ChannelSettings, Outcome, OutcomeKind, Touch
 from engine import ledger
@@ -49,6 +49,15 @@ def touch_of(row: RowMapping, contact: Mapping[Any, Any] | None) -> Touch:
     address = {k: (contact or {}).get(k) for k in ADDRESS_FIELDS.get(channel, ())}
     return Touch(touch_id=row["touch_id"], playbook=row["playbook"], member_id=row["member_id"], channel=channel,
                  occurrence=row["occurrence"], message=row["message"] or {}, address=address, offer=row["offer"])
+
+
+class _NotAccepted(Exception):
+    """The vendor surely did not accept these touches (throttled, refused before sending): retry them."""
+
+    def __init__(self, touches: list[Touch], codes: dict[str, str | None]) -> None:
+        super().__init__(f"{len(touches)} touch(es) not accepted")
+        self.touches = touches
+        self.codes = codes
 
 
 @dataclass
@@ -100,7 +109,7 @@ class Dispatcher:
 
     # -- 1. claim -----------------------------------------------------------------------------------
     def _quiet_windows(self, channel: str, playbook: str) -> list[QuietWindow]:
-        windows = list(self.policies.quiet_hours.get(channel, ()) and [self.policies.quiet_hours[channel]])
+        windows = [self.policies.quiet_hours[channel]] if channel in self.policies.quiet_hours else []
         book = self.playbooks.get(playbook)
         if book is not None and channel in book.limits.quiet_hours:
             windows.append(book.limits.quiet_hours[channel])
@@ -134,39 +143,45 @@ class Dispatcher:
 
     # -- 2. send ------------------------------------------------------------------------------------
     async def _send_slice(self, name: str, touches: Sequence[Touch]) -> None:
-        limits = self.limits(name)
-        channel = self.channels[name]
+        """Send one slice; touches the vendor surely did not accept are retried (tenacity), the rest recorded."""
         pending = list(touches)
-        attempt = 0
-        async with limits.slots:
-            while pending:
-                attempt += 1
-                await limits.bucket.acquire(len(pending))
-                try:
-                    outcomes = await channel.send(pending)
-                except ChannelError as exc:
-                    kind = OutcomeKind.retry if exc.retryable else OutcomeKind.failed
-                    outcomes = [Outcome(t.touch_id, kind, code=exc.code, message=str(exc)) for t in pending]
-                except Exception as exc:  # noqa: BLE001 - the request may have left: outcome unknown
-                    outcomes = [Outcome(t.touch_id, OutcomeKind.unknown, code=type(exc).__name__, message=str(exc))
-                                for t in pending]
-                by_id = {o.touch_id: o for o in outcomes}
-                retry = [t for t in pending if by_id.get(t.touch_id) is None
-                         or by_id[t.touch_id].kind == OutcomeKind.retry]
-                final = [by_id[t.touch_id] for t in pending if t not in retry]
-                if attempt >= self.settings.max_attempts:
-                    final += [Outcome(t.touch_id, OutcomeKind.failed, code=(by_id.get(t.touch_id) or Outcome(
-                        t.touch_id, OutcomeKind.retry)).code, message="gave up after retries") for t in retry]
-                    retry = []
-                await asyncio.shield(asyncio.to_thread(self._record, name, pending, final))
-                pending = retry
-                if pending:
-                    await asyncio.sleep(self._backoff(attempt))
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self.settings.max_attempts),
+            wait=wait_exponential_jitter(initial=self.settings.retry_wait.total_seconds(),
+                                         max=self.settings.lease.total_seconds() / 4),
+            retry=retry_if_exception_type(_NotAccepted), reraise=True,
+            before_sleep=lambda state: log.info("dispatch.retry", channel=name, attempt=state.attempt_number))
+        async with self.limits(name).slots:
+            try:
+                async for attempt in retrying:
+                    with attempt:
+                        await self._attempt(name, pending)
+            except _NotAccepted as exc:  # out of attempts: what is left failed
+                gave_up = [Outcome(t.touch_id, OutcomeKind.failed, code=exc.codes.get(t.touch_id),
+                                   message="not accepted after retries") for t in exc.touches]
+                await asyncio.shield(asyncio.to_thread(self._record, name, exc.touches, gave_up))
 
-    def _backoff(self, attempt: int) -> float:
-        base = self.settings.retry_wait.total_seconds() * (2 ** (attempt - 1))
-        cap = self.settings.lease.total_seconds() / 4
-        return float(min(cap, base) * (0.5 + random.random() / 2))
+    async def _attempt(self, name: str, pending: list[Touch]) -> None:
+        """One send call: record the final outcomes; leave in `pending` (and raise _NotAccepted
+        with) only the touches to retry, so a retry never resends a touch that got an answer."""
+        await self.limits(name).bucket.acquire(len(pending))
+        try:
+            outcomes = await self.channels[name].send(pending)
+        except ChannelError as exc:
+            kind = OutcomeKind.retry if exc.retryable else OutcomeKind.failed
+            outcomes = [Outcome(t.touch_id, kind, code=exc.code, message=str(exc)) for t in pending]
+        except Exception as exc:  # noqa: BLE001 - the request may have left: the outcome is unknown
+            outcomes = [Outcome(t.touch_id, OutcomeKind.unknown, code=type(exc).__name__, message=str(exc))
+                        for t in pending]
+        by_id = {o.touch_id: o for o in outcomes}
+        again = [t for t in pending if t.touch_id not in by_id or by_id[t.touch_id].kind == OutcomeKind.retry]
+        final = [by_id[t.touch_id] for t in pending if t not in again]
+        if final:
+            await asyncio.shield(asyncio.to_thread(self._record, name, pending, final))
+        pending[:] = again
+        if again:
+            codes = {t.touch_id: by_id[t.touch_id].code if t.touch_id in by_id else None for t in again}
+            raise _NotAccepted(list(again), codes)
 
     # -- 3. record ------------------------------------------------------------------------------------
     def _record(self, name: str, touches: Sequence[Touch], outcomes: Sequence[Outcome]) -> None:
