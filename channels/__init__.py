@@ -10,9 +10,11 @@ from typing import Any
 
 from channels.base import Channel, ChannelSettings
 from channels.log import LogChannel
+from channels.stub import StubChannel
 
 ADAPTERS: dict[str, Any] = {
     "log": LogChannel,
+    "stub": StubChannel,
 }
 
 

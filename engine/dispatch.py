@@ -147,8 +147,9 @@ class Dispatcher:
         pending = list(touches)
         retrying = AsyncRetrying(
             stop=stop_after_attempt(self.settings.max_attempts),
-            wait=wait_exponential_jitter(initial=self.settings.retry_wait.total_seconds(),
-                                         max=self.settings.lease.total_seconds() / 4),
+            wait=wait_exponential_jitter(multiplier=self.settings.retry_wait.total_seconds(),
+                                         max=self.settings.lease.total_seconds() / 4,
+                                         jitter=self.settings.retry_wait.total_seconds()),
             retry=retry_if_exception_type(_NotAccepted), reraise=True,
             before_sleep=lambda state: log.info("dispatch.retry", channel=name, attempt=state.attempt_number))
         async with self.limits(name).slots:

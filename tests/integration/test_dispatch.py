@@ -1,0 +1,128 @@
+"""Dispatch outcomes, played by the stub adapter: retried, failed, dead addresses, unknown, paused."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from scenario import AT, add_member
+from sqlalchemy import select
+
+from channels.stub import StubChannel
+from engine.schema import suppressions, touches
+from engine.service import Service
+from engine.store import open_engine
+
+PLAYBOOK = """\
+id: hello
+name: 测试
+trigger: {schedule: "0 10 * * *"}
+audience:
+  all:
+    - reachable: sms
+channels:
+  - sms: {template_code: SMS_1, params: {name: "{{ member.nickname }}"}}
+"""
+
+
+_services: list[Service] = []
+
+
+@pytest.fixture(autouse=True)
+def _dispose_services() -> Iterator[None]:
+    yield
+    while _services:
+        _services.pop().engine.dispose()
+
+
+def _service(tmp_path: Path, db_url: str, stub: str) -> Service:
+    (tmp_path / "playbooks").mkdir(exist_ok=True)
+    (tmp_path / "playbooks" / "hello.yaml").write_text(PLAYBOOK, encoding="utf-8")
+    config = tmp_path / "siyu.yaml"
+    config.write_text(f"""\
+database: {{url: "{db_url}"}}
+playbooks: {tmp_path / 'playbooks'}
+channels:
+  sms: {{adapter: stub, {stub}}}
+policies: {{frequency: [], quiet_hours: {{}}}}
+dispatch: {{max_attempts: 3, retry_wait: 0s, lease: 4s}}
+""", encoding="utf-8")
+    service = Service.load(config)
+    _services.append(service)
+    return service
+
+
+def _members(db_url: str, *ids: str) -> None:
+    engine = open_engine(db_url)
+    with engine.begin() as conn:
+        for member_id in ids:
+            add_member(conn, member_id, phone="13812345678", nickname="小林")
+    engine.dispose()
+
+
+def _tick(service: Service) -> dict[str, str]:
+    service.evaluator(clock=lambda: AT).tick(AT)
+    asyncio.run(service.dispatcher(clock=lambda: AT).drain())
+    with service.engine.connect() as conn:
+        return {row.member_id: row.state for row in conn.execute(select(touches.c.member_id, touches.c.state))}
+
+
+def test_dispatch__retry_then_sent_is_one_touch(tmp_path: Path, db_url: str) -> None:
+    """A throttled touch is retried with backoff and sent once: two not-accepted attempts, then accepted."""
+    _members(db_url, "M1", "M2")
+    service = _service(tmp_path, db_url, 'outcomes: {M1: [retry, retry, sent]}')
+    assert _tick(service) == {"M1": "sent", "M2": "sent"}
+    sent_ids = [t.member_id for batch in StubChannel.calls["sms"] for t in batch]
+    assert sent_ids.count("M1") == 3 and sent_ids.count("M2") == 1
+
+
+def test_dispatch__retries_are_bounded_then_failed(tmp_path: Path, db_url: str) -> None:
+    """A touch never accepted within max_attempts ends `failed`, after exactly max_attempts calls."""
+    _members(db_url, "M1")
+    service = _service(tmp_path, db_url, 'outcomes: {M1: [retry]}')
+    assert _tick(service) == {"M1": "failed"}
+    assert sum(len(batch) for batch in StubChannel.calls["sms"]) == 3
+
+
+def test_dispatch__dead_address_fails_and_is_suppressed(tmp_path: Path, db_url: str) -> None:
+    """An invalid number fails the touch and records an SMS suppression for that phone."""
+    _members(db_url, "M1")
+    service = _service(tmp_path, db_url, 'outcomes: {M1: [failed_member]}')
+    assert _tick(service) == {"M1": "failed"}
+    with service.engine.connect() as conn:
+        rows = conn.execute(select(suppressions.c.phone, suppressions.c.channel, suppressions.c.source)).all()
+    assert [tuple(r) for r in rows] == [("13812345678", "sms", "vendor")]
+
+
+def test_dispatch__unknown_outcome_is_never_resent(tmp_path: Path, db_url: str) -> None:
+    """A send whose outcome is unknown ends `unknown` and a second tick does not send it again."""
+    _members(db_url, "M1")
+    service = _service(tmp_path, db_url, 'outcomes: {M1: [unknown]}')
+    assert _tick(service) == {"M1": "unknown"}
+    assert _tick(service) == {"M1": "unknown"}
+    assert sum(len(batch) for batch in StubChannel.calls["sms"]) == 1
+
+
+def test_dispatch__channel_fatal_pauses_and_loses_nothing(tmp_path: Path, db_url: str) -> None:
+    """No balance: the channel pauses and the touch goes back to the queue, to be sent later."""
+    _members(db_url, "M1")
+    service = _service(tmp_path, db_url, 'outcomes: {M1: [channel_fatal, sent]}')
+    service.evaluator(clock=lambda: AT).tick(AT)
+    dispatcher = service.dispatcher(clock=lambda: AT)
+    asyncio.run(dispatcher.drain())
+    assert "sms" in dispatcher.paused
+    with service.engine.connect() as conn:
+        assert conn.execute(select(touches.c.state)).scalar_one() == "queued"
+    asyncio.run(service.dispatcher(clock=lambda: AT).drain())
+    with service.engine.connect() as conn:
+        assert conn.execute(select(touches.c.state)).scalar_one() == "sent"
+
+
+def test_dispatch__permanent_error_fails_at_once(tmp_path: Path, db_url: str) -> None:
+    """A non-retryable ChannelError fails the batch without a retry."""
+    _members(db_url, "M1", "M2")
+    service = _service(tmp_path, db_url, 'raise_error: permanent')
+    assert _tick(service) == {"M1": "failed", "M2": "failed"}
+    assert len(StubChannel.calls["sms"]) == 1
