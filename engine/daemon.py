@@ -68,9 +68,9 @@ class Daemon:
         try:
             self._schedule()
             self.scheduler.start()
-            await self._catch_up()
+            await self._round()
             self.tasks = [asyncio.create_task(coro, name=name) for name, coro in (
-                ("events", self._every(self.service.settings.poll_interval, self._poll_events)),
+                ("events", self._every(self.service.settings.poll_interval, self._round)),
                 ("dispatch", self._dispatch_forever()),
                 ("reconcile", self._every(self.service.settings.dispatch.lease / 2,
                                           lambda: self.dispatcher.reconcile())),
@@ -134,25 +134,19 @@ class Daemon:
     async def _ping(self) -> None:
         self.notifier.watchdog()
 
-    async def _poll_events(self) -> None:
+    async def _round(self) -> None:
+        """Decide everything due now, in priority order: occurrences in (now − misfire_grace, now]
+        that have not finished, and events past the watermark."""
         async with self.work_lock:
             now = self.clock()
             evaluator = self.service.evaluator(self.clock)
             since = await asyncio.to_thread(evaluator.events_since, now)
-            await asyncio.to_thread(evaluator.run_events, now, since)
+            await asyncio.to_thread(evaluator.round, now, since)
         self.notifier.status(self._status())
-
-    async def _catch_up(self) -> None:
-        """Run every occurrence due in (now − misfire_grace, now] that has not finished."""
-        async with self.work_lock:
-            now = self.clock()
-            evaluator = self.service.evaluator(self.clock)
-            for scheduled_for, playbook in evaluator.due_occurrences(now, now - self.service.settings.misfire_grace_td):
-                await asyncio.to_thread(evaluator.run_occurrence, playbook, scheduled_for)
 
     async def _fire(self, playbook_id: str) -> None:
         log.info("schedule.fired", playbook=playbook_id)
-        await self._catch_up()
+        await self._round()
 
     # -- scheduling and reload -------------------------------------------------------------------------
     def _schedule(self) -> None:

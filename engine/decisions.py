@@ -134,6 +134,8 @@ def _fact(value: Any, label: str, tz: ZoneInfo) -> Any:
         return value.astimezone(tz).isoformat()
     if label.startswith(("total_spend", "avg_order_value")) and value is not None:
         return str(yuan(int(Decimal(str(value)).to_integral_value())))
+    if isinstance(value, Decimal | float):  # PostgreSQL sums are numeric: keep the ledger's JSON plain
+        return int(value) if value == int(value) else str(value)
     return value
 
 
@@ -256,14 +258,15 @@ class Evaluation:
         return [item if isinstance(item, Decision) else self._finish(item, gate) for item in batch]
 
     def _finish(self, s: Screened, gate: Gate | None) -> Decision:
-        choice = gate.choose(s.candidate) if gate is not None else Choice(channel=s.candidate.channels[0])
-
         def verdict(decision: str, reason: str | None = None, **extra: Any) -> Decision:
             return Decision(self.playbook.id, s.candidate.member_id, s.occurrence, decision, reason,
                             extra.get("channel"), _json_offer(extra.get("offer")), extra.get("message"),
                             s.facts, s.event_id, _json_offer(s.offer), extra.get("not_before"),
                             extra.get("cost_e4", 0))
 
+        if s.candidate.member_id in self._touched:  # an earlier event of this run touched the member
+            return verdict("suppressed", "cooldown")
+        choice = gate.choose(s.candidate) if gate is not None else Choice(channel=s.candidate.channels[0])
         if choice.channel is None:
             return verdict("suppressed", choice.reason)
         limit = self.playbook.limits.max_per_run

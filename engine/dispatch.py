@@ -17,7 +17,7 @@ import asyncio
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -27,12 +27,13 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt,
 
 from channels.base import Channel, ChannelError, ChannelSettings, Outcome, OutcomeKind, Touch
 from engine import ledger
+from engine.clock import day_start, local_date
 from engine.clock import now as clock_now
 from engine.config import DispatchSettings
 from engine.ledger import TouchState
 from engine.logs import log
 from engine.playbook import Playbook
-from engine.policies import PolicySettings, QuietWindow, next_allowed
+from engine.policies import MemberHistory, PolicySettings, QuietWindow, frequency_allows, next_allowed
 from engine.ratelimit import ChannelLimits
 from engine.store import write_transaction
 
@@ -49,6 +50,40 @@ def touch_of(row: RowMapping, contact: Mapping[Any, Any] | None) -> Touch:
     address = {k: (contact or {}).get(k) for k in ADDRESS_FIELDS.get(channel, ())}
     return Touch(touch_id=row["touch_id"], playbook=row["playbook"], member_id=row["member_id"], channel=channel,
                  occurrence=row["occurrence"], message=row["message"] or {}, address=address, offer=row["offer"])
+
+
+class _ClaimCaps:
+    """Caps checked again at claim time for touches that now reach the member on another local day
+    than the one they were decided for (deferred by quiet hours, or claimed late)."""
+
+    def __init__(self, conn: Any, dispatcher: Dispatcher, rows: Sequence[RowMapping]) -> None:
+        self.conn = conn
+        self.dispatcher = dispatcher
+        self.rows = rows
+        self.histories: dict[str, MemberHistory] | None = None
+
+    def allow(self, row: RowMapping, reach_at: datetime) -> bool:
+        tz = self.dispatcher.tz
+        old_day, new_day = local_date(row["touch_at"], tz), local_date(reach_at, tz)
+        if old_day == new_day:
+            return True
+        book = self.dispatcher.playbooks.get(row["playbook"])
+        rules = (*self.dispatcher.policies.frequency, *(book.limits.frequency if book is not None else ()))
+        if not rules:
+            return True
+        if self.histories is None:
+            ids = [r["member_id"] for r in self.rows]
+            ledger.lock_members(self.conn, ids)
+            longest = max(rule.per_days for rule in rules)
+            since = day_start(min(old_day, new_day) - timedelta(days=longest), tz)
+            self.histories = ledger.member_histories(self.conn, ids, since, tz)
+        history = self.histories.setdefault(row["member_id"], MemberHistory({}))
+        channel = row["channel"]
+        history.counts[(channel, old_day)] = history.counts.get((channel, old_day), 1) - 1  # it moves away
+        if not frequency_allows(rules, history, channel, new_day):
+            return False
+        history.add(channel, new_day)
+        return True
 
 
 class _NotAccepted(Exception):
@@ -125,6 +160,7 @@ class Dispatcher:
             contacts = ledger.contacts(conn, [r["member_id"] for r in rows])
             phones = {m: c["phone"] for m, c in contacts.items()}
             blocked = ledger.suppressed_channels(conn, [(r["member_id"], phones.get(r["member_id"])) for r in rows])
+            caps = _ClaimCaps(conn, self, rows)
             ready: list[Touch] = []
             for row in rows:
                 contact = contacts.get(row["member_id"])
@@ -134,8 +170,16 @@ class Dispatcher:
                     self._log("touch.suppressed", row, TouchState.suppressed, reason="opted_out")
                     continue
                 later = next_allowed(now, self._quiet_windows(name, row["playbook"]), self.tz)
+                if not caps.allow(row, later or now):
+                    ledger.settle(conn, row["touch_id"], TouchState.suppressed, reason="frequency_cap")
+                    self._log("touch.suppressed", row, TouchState.suppressed, reason="frequency_cap")
+                    continue
                 if later is not None:
-                    ledger.release(conn, row["touch_id"], TouchState.deferred, not_before=later, touch_at=later)
+                    book = self.playbooks.get(row["playbook"])
+                    expire_after = book.limits.expire_after if book is not None else None
+                    expires_at = row["expires_at"] or (row["decided_at"] + expire_after if expire_after else None)
+                    ledger.release(conn, row["touch_id"], TouchState.deferred, not_before=later, touch_at=later,
+                                   expires_at=expires_at)
                     self._log("touch.deferred", row, TouchState.deferred, not_before=later.isoformat())
                     continue
                 ready.append(touch_of(row, contact))

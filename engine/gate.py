@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
@@ -111,7 +111,7 @@ class LedgerGate:
     _histories: dict[str, MemberHistory] = field(default_factory=dict)
     _suppressed: dict[str, set[str]] = field(default_factory=dict)
     _spend: dict[str, int] = field(default_factory=dict)
-    _playbook_spend: int = 0
+    _playbook_spend: dict[date, int] = field(default_factory=dict)
 
     def prepare(self, candidates: Sequence[Candidate]) -> None:
         ids = [c.member_id for c in candidates]
@@ -124,9 +124,14 @@ class LedgerGate:
         self._histories = ledger.member_histories(self.conn, ids, since, self.tz) if self.policies.frequency else {}
         self._suppressed = ledger.suppressed_channels(self.conn, [(c.member_id, c.phone) for c in candidates])
         self._spend = {}
-        if self.policies.playbook_budget_e4 is not None:
-            start, end = day_start(today, self.tz), day_start(today + timedelta(days=1), self.tz)
-            self._playbook_spend = ledger.spend_e4(self.conn, start, end, playbook=self.playbook)
+        self._playbook_spend = {}
+
+    def _playbook_day_spend(self, day: date) -> int:
+        if day not in self._playbook_spend:
+            self._playbook_spend[day] = ledger.spend_e4(self.conn, day_start(day, self.tz),
+                                                        day_start(day + timedelta(days=1), self.tz),
+                                                        playbook=self.playbook)
+        return self._playbook_spend[day]
 
     def _channel_spend(self, channel: str, day: Any) -> int:
         key = f"{channel}:{day}"
@@ -154,7 +159,7 @@ class LedgerGate:
                 first_refusal = first_refusal or "budget"
                 continue
             playbook_limit = self.policies.playbook_budget_e4
-            if cost and playbook_limit is not None and self._playbook_spend + cost > playbook_limit:
+            if cost and playbook_limit is not None and self._playbook_day_spend(day) + cost > playbook_limit:
                 first_refusal = first_refusal or "budget"
                 continue
             if not self.lock:  # a preview reads the ledger; it does not simulate its own touches
@@ -162,6 +167,6 @@ class LedgerGate:
             history.add(channel, day)
             if cost:
                 self._spend[f"{channel}:{day}"] = self._channel_spend(channel, day) + cost
-                self._playbook_spend += cost
+                self._playbook_spend[day] = self._playbook_day_spend(day) + cost
             return Choice(channel=channel, not_before=not_before, cost_e4=cost)
         return Choice(reason=first_refusal)

@@ -70,9 +70,8 @@ def record(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> int:
     """
     if not rows:
         return 0
-    statement = _insert(conn)(touches).on_conflict_do_nothing()
-    result = conn.execute(statement, list(rows))
-    return int(result.rowcount or 0) if result.rowcount is not None and result.rowcount >= 0 else len(rows)
+    statement = _insert(conn)(touches).on_conflict_do_nothing().returning(touches.c.touch_id)
+    return len(conn.execute(statement, list(rows)).all())
 
 
 def lock_members(conn: Connection, member_ids: Iterable[str]) -> None:
@@ -330,3 +329,10 @@ def extend_lease(conn: Connection, touch_id: str, lease_until: datetime, owner: 
     """Take over (or extend) the lease of a `sending` row."""
     conn.execute(update(touches).where(touches.c.touch_id == touch_id, touches.c.state == TouchState.sending)
                  .values(lease_until=lease_until, lease_owner=owner))
+
+
+def unfinished_runs(conn: Connection, before: datetime) -> list[tuple[str, datetime]]:
+    """Runs started before `before` and never finished (their process died): they are completed, never skipped."""
+    rows = conn.execute(select(runs.c.playbook, runs.c.scheduled_for).where(
+        runs.c.finished_at.is_(None), runs.c.scheduled_for <= before).order_by(runs.c.scheduled_for))
+    return [(playbook, scheduled_for) for playbook, scheduled_for in rows]

@@ -17,6 +17,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 from sqlalchemy import Engine
@@ -84,11 +85,34 @@ class Evaluator:
         return due
 
     def tick(self, at: datetime) -> Counter[str]:
-        """One round as of `at`: occurrences in (at − misfire_grace, at], then events due in that interval."""
-        grace = self.settings.misfire_grace_td
-        for scheduled_for, playbook in self.due_occurrences(at, at - grace):
-            self.run_occurrence(playbook, scheduled_for)
-        self.run_events(at, at - grace)
+        """One round as of `at`: occurrences in (at − misfire_grace, at] and events due in that interval."""
+        return self.round(at, at - self.settings.misfire_grace_td)
+
+    def round(self, at: datetime, events_since: datetime) -> Counter[str]:
+        """Everything due as of `at`, in priority order (higher first; then time; then id).
+
+        Scheduled occurrences in (at − misfire_grace, at], runs an earlier crash left unfinished
+        (whatever their age), and events whose occurred_at + delay is in (events_since, at]:
+        when caps allow fewer touches than they want, the higher priority gets the member.
+        """
+        work: list[tuple[tuple[int, datetime, str], Callable[[], Any]]] = []
+        for scheduled_for, playbook in self.due_occurrences(at, at - self.settings.misfire_grace_td):
+            work.append(((-playbook.priority, scheduled_for.astimezone(UTC), playbook.id),
+                         partial(self.run_occurrence, playbook, scheduled_for)))
+        by_id = {p.id: p for p in self.playbooks if p.enabled}
+        with self.engine.connect() as conn:
+            unfinished = ledger.unfinished_runs(conn, before=at - self.settings.misfire_grace_td)
+        for playbook_id, scheduled_for in unfinished:
+            if playbook_id in by_id:
+                playbook = by_id[playbook_id]
+                work.append(((-playbook.priority, scheduled_for, playbook.id),
+                             partial(self.run_occurrence, playbook, scheduled_for)))
+        work.extend(((-p.priority, at.astimezone(UTC), p.id), partial(self.run_event_playbook, p, at, events_since))
+                    for p in self.playbooks if p.enabled and p.is_event_triggered)
+        for _, job in sorted(work, key=lambda item: item[0]):
+            job()
+        with write_transaction(self.engine) as conn:
+            ledger.advance_watermark(conn, EVENTS_WATERMARK, at)
         return self.counts
 
     def run_occurrence(self, playbook: Playbook, scheduled_for: datetime) -> bool:
@@ -108,18 +132,14 @@ class Evaluator:
         log.info("run.finished", playbook=playbook.id, scheduled_for=key, **counts)
         return True
 
-    def run_events(self, at: datetime, since: datetime) -> None:
-        """Decide every event whose occurred_at + delay is in (since, at], as of `at`; move the watermark."""
-        window = at - since
-        for playbook in evaluation_order(p for p in self.playbooks if p.enabled and p.is_event_triggered):
-            tz = playbook_zone(playbook, self.settings.timezone)
-            evaluation = Evaluation(playbook, Frame(at, tz, self.engine.dialect.name), self.settings.links,
-                                    event_window=window, skip_decided=True)
-            counts = self._decide(evaluation, playbook, at)
-            if counts:
-                log.info("events.decided", playbook=playbook.id, at=at.isoformat(), **counts)
-        with write_transaction(self.engine) as conn:
-            ledger.advance_watermark(conn, EVENTS_WATERMARK, at)
+    def run_event_playbook(self, playbook: Playbook, at: datetime, since: datetime) -> None:
+        """Decide `playbook` for every event whose occurred_at + delay is in (since, at], as of `at`."""
+        tz = playbook_zone(playbook, self.settings.timezone)
+        evaluation = Evaluation(playbook, Frame(at, tz, self.engine.dialect.name), self.settings.links,
+                                event_window=at - since, skip_decided=True)
+        counts = self._decide(evaluation, playbook, at)
+        if counts:
+            log.info("events.decided", playbook=playbook.id, at=at.isoformat(), **counts)
 
     def events_since(self, now: datetime) -> datetime:
         """Where the daemon's event poller starts: the watermark, but never later than now − misfire_grace."""
