@@ -58,6 +58,7 @@ class Daemon:
         self.dispatcher = self.service.dispatcher(clock)
         self.stop_event = asyncio.Event()
         self.reload_event = asyncio.Event()
+        self.exited = asyncio.Event()
         self.scheduler = AsyncIOScheduler(timezone=UTC)
         self.work_lock = asyncio.Lock()  # evaluations run one at a time (decision order = priority order)
         self.tasks: list[asyncio.Task[None]] = []
@@ -74,7 +75,8 @@ class Daemon:
                 ("dispatch", self._dispatch_forever()),
                 ("reconcile", self._every(self.service.settings.dispatch.lease / 2,
                                           lambda: self.dispatcher.reconcile())),
-                ("watchdog", self._every(timedelta(seconds=self.notifier.ping_every), self._ping)),
+                # the watchdog keeps pinging through the shutdown grace, until the very end
+                ("watchdog", self._every(timedelta(seconds=self.notifier.ping_every), self._ping, self.exited)),
             )]
             self.notifier.ready(self._status())
             log.info("daemon.ready", playbooks=len(self.service.playbooks), owner=self.service.owner)
@@ -107,6 +109,7 @@ class Daemon:
         dispatch = next(t for t in self.tasks if t.get_name() == "dispatch")
         with contextlib.suppress(TimeoutError, asyncio.CancelledError):
             await asyncio.wait_for(asyncio.shield(dispatch), self.service.settings.dispatch.grace.total_seconds())
+        self.exited.set()
         for task in self.tasks:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
@@ -115,11 +118,13 @@ class Daemon:
         return 0
 
     # -- side tasks ------------------------------------------------------------------------------
-    async def _every(self, interval: timedelta, work: Callable[[], Awaitable[Any]]) -> None:
-        while not self.stop_event.is_set():
+    async def _every(self, interval: timedelta, work: Callable[[], Awaitable[Any]],
+                     until: asyncio.Event | None = None) -> None:
+        until = until or self.stop_event
+        while not until.is_set():
             await work()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.stop_event.wait(), interval.total_seconds())
+                await asyncio.wait_for(until.wait(), interval.total_seconds())
 
     async def _dispatch_forever(self) -> None:
         idle = min(1.0, self.service.settings.poll_interval.total_seconds())

@@ -139,8 +139,26 @@ class Dispatcher:
             return 0
         size = self.channel_settings[name].batch_size
         slices = [ready[i:i + size] for i in range(0, len(ready), size)]
-        await asyncio.gather(*(self._send_slice(name, piece) for piece in slices))
+        held = {t.touch_id for t in ready}
+        heartbeat = asyncio.create_task(self._hold_leases(held))
+        try:
+            await asyncio.gather(*(self._send_slice(name, piece, held) for piece in slices))
+        finally:
+            heartbeat.cancel()
         return len(ready)
+
+    async def _hold_leases(self, held: set[str]) -> None:
+        """Extend the leases of rows still in flight every lease/3, so a slow vendor or a long wait
+        behind the rate limit never lets the reconciler take over a row that is being sent."""
+        interval = self.settings.lease.total_seconds() / 3
+        while True:
+            await asyncio.sleep(interval)
+            if held:
+                await asyncio.to_thread(self._extend, sorted(held))
+
+    def _extend(self, touch_ids: list[str]) -> None:
+        with write_transaction(self.engine) as conn:
+            ledger.extend_leases(conn, touch_ids, self.clock() + self.settings.lease, self.owner)
 
     # -- 1. claim -----------------------------------------------------------------------------------
     def _quiet_windows(self, channel: str, playbook: str) -> list[QuietWindow]:
@@ -186,7 +204,7 @@ class Dispatcher:
             return ready
 
     # -- 2. send ------------------------------------------------------------------------------------
-    async def _send_slice(self, name: str, touches: Sequence[Touch]) -> None:
+    async def _send_slice(self, name: str, touches: Sequence[Touch], held: set[str]) -> None:
         """Send one slice; touches the vendor surely did not accept are retried (tenacity), the rest recorded."""
         pending = list(touches)
         retrying = AsyncRetrying(
@@ -200,13 +218,13 @@ class Dispatcher:
             try:
                 async for attempt in retrying:
                     with attempt:
-                        await self._attempt(name, pending)
+                        await self._attempt(name, pending, held)
             except _NotAccepted as exc:  # out of attempts: what is left failed
                 gave_up = [Outcome(t.touch_id, OutcomeKind.failed, code=exc.codes.get(t.touch_id),
                                    message="not accepted after retries") for t in exc.touches]
-                await asyncio.shield(asyncio.to_thread(self._record, name, exc.touches, gave_up))
+                await asyncio.shield(asyncio.to_thread(self._record, name, exc.touches, gave_up, held))
 
-    async def _attempt(self, name: str, pending: list[Touch]) -> None:
+    async def _attempt(self, name: str, pending: list[Touch], held: set[str]) -> None:
         """One send call: record the final outcomes; leave in `pending` (and raise _NotAccepted
         with) only the touches to retry, so a retry never resends a touch that got an answer."""
         await self.limits(name).bucket.acquire(len(pending))
@@ -222,20 +240,21 @@ class Dispatcher:
         again = [t for t in pending if t.touch_id not in by_id or by_id[t.touch_id].kind == OutcomeKind.retry]
         final = [by_id[t.touch_id] for t in pending if t not in again]
         if final:
-            await asyncio.shield(asyncio.to_thread(self._record, name, pending, final))
+            await asyncio.shield(asyncio.to_thread(self._record, name, pending, final, held))
         pending[:] = again
         if again:
             codes = {t.touch_id: by_id[t.touch_id].code if t.touch_id in by_id else None for t in again}
             raise _NotAccepted(list(again), codes)
 
     # -- 3. record ------------------------------------------------------------------------------------
-    def _record(self, name: str, touches: Sequence[Touch], outcomes: Sequence[Outcome]) -> None:
+    def _record(self, name: str, touches: Sequence[Touch], outcomes: Sequence[Outcome], held: set[str]) -> None:
         now = self.clock()
         by_id = {t.touch_id: t for t in touches}
         with write_transaction(self.engine) as conn:
             for outcome in outcomes:
                 touch = by_id[outcome.touch_id]
                 state = self._apply(conn, name, touch, outcome, now)
+                held.discard(touch.touch_id)
                 self.counts[state] += 1
                 self._log(f"touch.{state}", touch, state, code=outcome.code, error=outcome.message,
                           vendor_id=outcome.vendor_id)
@@ -243,23 +262,23 @@ class Dispatcher:
     def _apply(self, conn: Any, name: str, touch: Touch, outcome: Outcome, now: datetime) -> str:
         error = {"error_code": outcome.code, "error_message": outcome.message}
         if outcome.kind == OutcomeKind.sent:
-            ledger.settle(conn, touch.touch_id, TouchState.sent, sent_at=now, touch_at=now,
+            ledger.settle(conn, touch.touch_id, TouchState.sent, owner=self.owner, sent_at=now, touch_at=now,
                           vendor_id=outcome.vendor_id, error_code=None, error_message=None)
             return TouchState.sent
         if outcome.kind == OutcomeKind.failed_member:
-            ledger.settle(conn, touch.touch_id, TouchState.failed, **error)
+            ledger.settle(conn, touch.touch_id, TouchState.failed, owner=self.owner, **error)
             phone = touch.address.get("phone")
             ledger.add_suppression(conn, member_id=None if phone else touch.member_id, phone=phone, channel=name,
                                    reason=f"{outcome.code}: {outcome.message}", source="vendor", now=now)
             return TouchState.failed
         if outcome.kind == OutcomeKind.channel_fatal:
-            ledger.release(conn, touch.touch_id, TouchState.queued, **error)
+            ledger.release(conn, touch.touch_id, TouchState.queued, owner=self.owner, **error)
             self.paused[name] = f"{outcome.code}: {outcome.message}"
             return "paused"
         if outcome.kind == OutcomeKind.unknown:
-            ledger.settle(conn, touch.touch_id, TouchState.unknown, **error)
+            ledger.settle(conn, touch.touch_id, TouchState.unknown, owner=self.owner, **error)
             return TouchState.unknown
-        ledger.settle(conn, touch.touch_id, TouchState.failed, **error)
+        ledger.settle(conn, touch.touch_id, TouchState.failed, owner=self.owner, **error)
         return TouchState.failed
 
     # -- reconciliation -------------------------------------------------------------------------------
@@ -301,7 +320,7 @@ class Dispatcher:
                                   touch_at=now, vendor_id=outcome.vendor_id)
                     state: str = TouchState.sent
                 elif outcome.kind == OutcomeKind.not_sent:
-                    ledger.release(conn, touch.touch_id, TouchState.queued)
+                    ledger.release(conn, touch.touch_id, TouchState.queued, owner=self.owner)
                     state = TouchState.queued
                 else:
                     ledger.settle(conn, touch.touch_id, TouchState.unknown, owner=self.owner,

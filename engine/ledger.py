@@ -319,10 +319,14 @@ def contacts(conn: Connection, member_ids: Sequence[str]) -> dict[str, RowMappin
     return out
 
 
-def release(conn: Connection, touch_id: str, state: TouchState, **values: Any) -> None:
-    """Give a claimed row back (`queued` or `deferred`) without sending it."""
-    conn.execute(update(touches).where(touches.c.touch_id == touch_id, touches.c.state == TouchState.sending)
-                 .values(state=state, lease_until=None, lease_owner=None, **values))
+def release(conn: Connection, touch_id: str, state: TouchState, *, owner: str | None = None, **values: Any) -> bool:
+    """Give a claimed row back (`queued` or `deferred`) without sending it; False if no longer ours."""
+    conditions = [touches.c.touch_id == touch_id, touches.c.state == TouchState.sending]
+    if owner is not None:
+        conditions.append(touches.c.lease_owner == owner)
+    result = conn.execute(update(touches).where(*conditions)
+                          .values(state=state, lease_until=None, lease_owner=None, **values))
+    return bool(result.rowcount)
 
 
 def extend_lease(conn: Connection, touch_id: str, lease_until: datetime, owner: str) -> None:
@@ -336,3 +340,9 @@ def unfinished_runs(conn: Connection, before: datetime) -> list[tuple[str, datet
     rows = conn.execute(select(runs.c.playbook, runs.c.scheduled_for).where(
         runs.c.finished_at.is_(None), runs.c.scheduled_for <= before).order_by(runs.c.scheduled_for))
     return [(playbook, scheduled_for) for playbook, scheduled_for in rows]
+
+
+def extend_leases(conn: Connection, touch_ids: Sequence[str], lease_until: datetime, owner: str) -> None:
+    """Keep holding rows whose sends are still in flight (only ours, only while `sending`)."""
+    conn.execute(update(touches).where(touches.c.touch_id.in_(list(touch_ids)), touches.c.lease_owner == owner,
+                                       touches.c.state == TouchState.sending).values(lease_until=lease_until))

@@ -16,7 +16,7 @@ from typing import Any
 
 import structlog
 
-_PHONE = re.compile(r"(?<!\d)(1[3-9]\d)(\d{4})(\d{4})(?!\d)")
+_PHONE = re.compile(r"(?:(?<=86)|(?<!\d))(1[3-9]\d)(\d{4})(\d{4})(?!\d)")  # also after +86 / 0086
 _SECRET_KEYS = re.compile(r"(token|secret|password|signature|access_key|authorization|sign)", re.IGNORECASE)
 
 
