@@ -21,7 +21,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from conftest import new_database_url
 from daemon_harness import (
     EVENT_PLAYBOOK,
     PHONE,
@@ -39,27 +38,13 @@ from daemon_harness import (
     wait_for,
     write_setup,
 )
+from testdb import new_database_url
 
 SEED = 20261122
 LIVES = 20
 EVENTS = 300
 TAGGED = 10  # members the minutely playbook touches at every occurrence
 UNSETTLED = ("queued", "deferred", "sending")
-
-
-@pytest.fixture
-def daemons(tmp_path: Path) -> Iterator[Daemons]:
-    """Starts `siyu run` in tmp_path (config: tmp_path/config.yaml); kills any still running at the end."""
-    group = Daemons(tmp_path, tmp_path / "config.yaml")
-    try:
-        yield group
-    finally:
-        group.kill_all()
-
-
-@pytest.fixture
-def sqlite_url(tmp_path: Path) -> Iterator[str]:
-    yield from new_database_url("sqlite", tmp_path)
 
 
 @pytest.fixture

@@ -23,7 +23,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import new_database_url
 from daemon_harness import (
     BROKEN_PLAYBOOK,
     EVENT_PLAYBOOK,
@@ -52,21 +51,6 @@ from engine.store import open_engine
 
 UNIT = ROOT / "packaging" / "siyu.service"
 LOCATED = re.compile(r"(?P<file>[\w./-]+\.ya?ml):(?P<line>\d+):(?P<col>\d+): (?P<message>.+)")
-
-
-@pytest.fixture
-def daemons(tmp_path: Path) -> Iterator[Daemons]:
-    """Starts `siyu run` in tmp_path (config: tmp_path/config.yaml); kills any still running at the end."""
-    group = Daemons(tmp_path, tmp_path / "config.yaml")
-    try:
-        yield group
-    finally:
-        group.kill_all()
-
-
-@pytest.fixture
-def sqlite_url(tmp_path: Path) -> Iterator[str]:
-    yield from new_database_url("sqlite", tmp_path)
 
 
 @pytest.fixture

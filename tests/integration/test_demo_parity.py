@@ -6,7 +6,7 @@ from datetime import date, datetime, time, timedelta
 from pathlib import Path
 
 import pytest
-from conftest import new_database_url
+from testdb import new_database_url
 
 from engine.clock import zone
 from engine.config import load_config

@@ -16,10 +16,10 @@ from itertools import pairwise
 from typing import Any
 
 import pytest
-from conftest import new_database_url
 from daemonkit import WECOM, Brand, hours, scheduled
 from freezegun import freeze_time
 from scenario import PHONE, SHANGHAI, add_member
+from testdb import new_database_url
 
 from engine.schema import REACHING_STATES
 
