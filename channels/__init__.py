@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from channels.base import Channel, ChannelSettings
+from channels.base import Channel, ChannelContext, ChannelSettings
 from channels.log import LogChannel
 from channels.stub import StubChannel
 
@@ -18,7 +18,7 @@ ADAPTERS: dict[str, Any] = {
 }
 
 
-def build_channel(name: str, settings: ChannelSettings) -> Channel:
+def build_channel(name: str, settings: ChannelSettings, context: ChannelContext | None = None) -> Channel:
     """The adapter for channel `name`, configured by `settings` (already validated)."""
-    channel: Channel = ADAPTERS[settings.adapter](name, settings)
+    channel: Channel = ADAPTERS[settings.adapter](name, settings, context or ChannelContext())
     return channel

@@ -7,8 +7,9 @@ registered by name in `channels.ADAPTERS` and configured from the config file.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated, Any, Protocol, runtime_checkable
@@ -16,6 +17,7 @@ from typing import Annotated, Any, Protocol, runtime_checkable
 from pydantic import Field
 
 from engine.grammar import GrammarModel
+from engine.policies import Duration
 
 
 class OutcomeKind(StrEnum):
@@ -56,6 +58,44 @@ class Outcome:
     details: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Receipt:
+    """A vendor's word on delivery: found by our `touch_id` (OutId, SessionContext, client_msg_id,
+    referenceId) or, failing that, by the `vendor_id` returned at send time."""
+
+    touch_id: str | None
+    vendor_id: str | None
+    delivered: bool
+    status: str  #: the vendor's own status code or text
+    at: datetime | None = None
+    details: dict[str, Any] = field(default_factory=dict)  #: e.g. call outcome: answered, duration_s, intent
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A member's SMS reply (上行), e.g. 退订."""
+
+    phone: str
+    text: str
+    at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Inbound:
+    """What a receipt pull or a vendor push brought: delivery receipts and SMS replies."""
+
+    receipts: list[Receipt] = field(default_factory=list)
+    replies: list[Reply] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ChannelContext:
+    """What the engine lends an adapter: the store (shared token cache) and the clock."""
+
+    store: Any = None  #: a SQLAlchemy Engine (None for adapters that need no shared state)
+    clock: Callable[[], datetime] | None = None
+
+
 class ChannelError(Exception):
     """A vendor call failed; `retryable` only when the vendor surely did not accept the message."""
 
@@ -82,6 +122,18 @@ class Channel(Protocol):
     async def lookup(self, touches: Sequence[Touch]) -> list[Outcome]: ...
 
 
+@runtime_checkable
+class ReceiptSource(Protocol):
+    """**Protocol:** an adapter whose vendor offers a pull API for receipts and replies.
+
+    `pull` only reads; it returns what the vendor reports for `touches` (sent rows still
+    waiting for a delivery result) and any SMS replies since `since`. The engine applies
+    them idempotently.
+    """
+
+    async def pull(self, touches: Sequence[Touch], since: datetime) -> Inbound: ...
+
+
 class ChannelSettings(GrammarModel):
     """Settings every channel has; each adapter's own settings model extends this one.
 
@@ -95,3 +147,9 @@ class ChannelSettings(GrammarModel):
     concurrency: Annotated[int, Field(ge=1)] = 4
     batch_size: Annotated[int, Field(ge=1)] = 100
     """Touches handed to one `send` call (adapters may group them further)."""
+    base_url: str | None = None
+    """The vendor's endpoint (default: the real one); tests point it at a local fake."""
+    timeout: Annotated[float, Field(gt=0)] = 10.0
+    """Seconds per vendor request."""
+    pause_for: Duration = timedelta(minutes=10)
+    """After a channel-fatal answer (credentials, balance), wait this long, then probe with one send."""

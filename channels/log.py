@@ -18,7 +18,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from channels.base import ChannelSettings, Outcome, OutcomeKind, Touch
+from channels.base import ChannelContext, ChannelSettings, Outcome, OutcomeKind, Touch
 
 
 class LogSettings(ChannelSettings):
@@ -34,7 +34,7 @@ class LogChannel:
 
     Settings = LogSettings
 
-    def __init__(self, name: str, settings: LogSettings) -> None:
+    def __init__(self, name: str, settings: LogSettings, context: ChannelContext | None = None) -> None:
         self.name = name
         self.settings = settings
         self.path = Path(settings.path)

@@ -12,7 +12,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from channels.base import ChannelError, ChannelSettings, Outcome, OutcomeKind, Touch
+from channels.base import ChannelContext, ChannelError, ChannelSettings, Outcome, OutcomeKind, Touch
 
 Kind = Literal["sent", "retry", "failed", "failed_member", "channel_fatal", "unknown"]
 
@@ -31,7 +31,7 @@ class StubChannel:
     Settings = StubSettings
     calls: ClassVar[dict[str, list[list[Touch]]]] = {}
 
-    def __init__(self, name: str, settings: StubSettings) -> None:
+    def __init__(self, name: str, settings: StubSettings, context: ChannelContext | None = None) -> None:
         self.name = name
         self.settings = settings
         self.attempts: dict[str, int] = {}

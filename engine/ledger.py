@@ -31,7 +31,17 @@ from sqlalchemy.engine import RowMapping
 from engine.audience import CHANNEL_NAMES
 from engine.policies import MemberHistory
 from engine.reachability import reachable
-from engine.schema import REACHING_STATES, TOUCH_STATES, members, runs, suppressions, touches, watermarks
+from engine.schema import (
+    REACHING_STATES,
+    TOUCH_STATES,
+    channel_pauses,
+    members,
+    runs,
+    suppressions,
+    touches,
+    vendor_tokens,
+    watermarks,
+)
 
 
 class TouchState(StrEnum):
@@ -346,3 +356,55 @@ def extend_leases(conn: Connection, touch_ids: Sequence[str], lease_until: datet
     """Keep holding rows whose sends are still in flight (only ours, only while `sending`)."""
     conn.execute(update(touches).where(touches.c.touch_id.in_(list(touch_ids)), touches.c.lease_owner == owner,
                                        touches.c.state == TouchState.sending).values(lease_until=lease_until))
+
+
+# --------------------------------------------------------------------------- vendor tokens and pauses
+
+def token_row(conn: Connection, key: str) -> RowMapping | None:
+    return conn.execute(select(vendor_tokens).where(vendor_tokens.c.key == key)).mappings().first()
+
+
+def claim_token_refresh(conn: Connection, key: str, owner: str, now: datetime, hold: timedelta) -> bool:
+    """Become the one refresher of token `key` for `hold`; False while another replica holds it."""
+    conn.execute(_insert(conn)(vendor_tokens).values(key=key, updated_at=now).on_conflict_do_nothing())
+    result = conn.execute(update(vendor_tokens).where(
+        vendor_tokens.c.key == key,
+        or_(vendor_tokens.c.refreshing_until.is_(None), vendor_tokens.c.refreshing_until < now,
+            vendor_tokens.c.refreshing_owner == owner))
+        .values(refreshing_until=now + hold, refreshing_owner=owner))
+    return bool(result.rowcount)
+
+
+def store_token(conn: Connection, key: str, token: str, expires_at: datetime, now: datetime) -> None:
+    conn.execute(update(vendor_tokens).where(vendor_tokens.c.key == key).values(
+        token=token, expires_at=expires_at, refreshing_until=None, refreshing_owner=None, updated_at=now))
+
+
+def release_token_refresh(conn: Connection, key: str, owner: str) -> None:
+    conn.execute(update(vendor_tokens).where(vendor_tokens.c.key == key, vendor_tokens.c.refreshing_owner == owner)
+                 .values(refreshing_until=None, refreshing_owner=None))
+
+
+def invalidate_token(conn: Connection, key: str, bad_token: str) -> bool:
+    """Forget token `key` only if it is still `bad_token`: a replica never discards another's fresh token."""
+    result = conn.execute(update(vendor_tokens).where(vendor_tokens.c.key == key,
+                                                      vendor_tokens.c.token == bad_token)
+                          .values(token=None, expires_at=None))
+    return bool(result.rowcount)
+
+
+def pause_channel(conn: Connection, channel: str, code: str | None, reason: str, now: datetime,
+                  resume_at: datetime) -> None:
+    statement = _insert(conn)(channel_pauses).values(channel=channel, code=code, reason=reason, paused_at=now,
+                                                     resume_at=resume_at)
+    conn.execute(statement.on_conflict_do_update(
+        index_elements=[channel_pauses.c.channel],
+        set_={"code": code, "reason": reason, "paused_at": now, "resume_at": resume_at}))
+
+
+def resume_channel(conn: Connection, channel: str) -> bool:
+    return bool(conn.execute(delete(channel_pauses).where(channel_pauses.c.channel == channel)).rowcount)
+
+
+def channel_pauses_now(conn: Connection) -> dict[str, RowMapping]:
+    return {row["channel"]: row for row in conn.execute(select(channel_pauses)).mappings()}

@@ -189,6 +189,7 @@ touches = Table(
     Column("delivery", String(16)),
     Column("delivery_status", String(64)),
     Column("delivered_at", UtcDateTime),
+    Column("vendor_result", JsonDocument),  # e.g. an AI call's outcome: answered, duration, intent
     CheckConstraint("state IN ('holdout', 'suppressed', 'queued', 'deferred', 'sending', 'sent', 'failed', "
                     "'unknown')", name="state"),
     CheckConstraint("delivery IS NULL OR delivery IN ('delivered', 'undelivered')", name="delivery"),
@@ -198,6 +199,7 @@ touches = Table(
     Index(None, "playbook", "member_id", "touch_at"),
     Index(None, "playbook", "occurrence"),
     Index(None, "lease_until"),
+    Index(None, "vendor_id"),
 )
 
 runs = Table(
@@ -230,4 +232,26 @@ suppressions = Table(
     CheckConstraint("(member_id IS NULL) <> (phone IS NULL)", name="one_subject"),
     Index(None, "member_id", "channel"),
     Index(None, "phone", "channel"),
+)
+
+
+# --------------------------------------------------------------------------- vendor state
+
+vendor_tokens = Table(
+    "vendor_tokens", metadata,
+    Column("key", String(128), primary_key=True),  # e.g. "wecom:<corp_id>" or "wechat:<app_id>"
+    Column("token", Text),
+    Column("expires_at", UtcDateTime),
+    Column("refreshing_until", UtcDateTime),  # one replica refreshes at a time
+    Column("refreshing_owner", String(64)),
+    Column("updated_at", UtcDateTime, nullable=False),
+)
+
+channel_pauses = Table(
+    "channel_pauses", metadata,
+    Column("channel", String(16), primary_key=True),
+    Column("code", String(64)),
+    Column("reason", Text, nullable=False),
+    Column("paused_at", UtcDateTime, nullable=False),
+    Column("resume_at", UtcDateTime, nullable=False),  # then one probe send decides
 )

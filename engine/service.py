@@ -17,7 +17,7 @@ from pathlib import Path
 from sqlalchemy import Engine
 
 from channels import build_channel
-from channels.base import Channel
+from channels.base import Channel, ChannelContext
 from engine.clock import now as clock_now
 from engine.clock import zone
 from engine.config import Settings, load_config
@@ -69,7 +69,9 @@ class Service:
         engine = open_engine(settings.database.url)
         if migrate:
             upgrade(engine)
-        channels: dict[str, Channel] = {str(name): build_channel(name, cfg) for name, cfg in settings.channels.items()}
+        context = ChannelContext(store=engine, clock=clock_now)
+        channels: dict[str, Channel] = {str(name): build_channel(name, cfg, context)
+                                        for name, cfg in settings.channels.items()}
         return cls(settings, config_path, engine, loaded, channels, owner_id())
 
     @property
