@@ -15,6 +15,7 @@ from engine import __version__
 from engine.errors import ProblemsError, SiyuError, UsageError
 
 Command = Callable[[argparse.Namespace], int]
+_opened: list[Any] = []  # engines opened by this command, disposed when it ends
 
 
 def _config(args: argparse.Namespace) -> Any:
@@ -34,6 +35,7 @@ def _engine(url: str, require: bool = True) -> Any:
     from engine.store import open_engine, require_schema
 
     engine = open_engine(url)
+    _opened.append(engine)
     if require:
         require_schema(engine)
     return engine
@@ -275,6 +277,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     return asyncio.run(main())
 
 
+def cmd_channel(args: argparse.Namespace) -> int:
+    from engine import ledger
+    from engine.config import load_config
+    from engine.store import write_transaction
+
+    settings, _ = load_config(Path(args.config))
+    if args.name not in settings.channels:
+        raise UsageError(f"no channel {args.name!r} in {args.config} (configured: {', '.join(settings.channels)})")
+    engine = _engine(settings.database.url)
+    with write_transaction(engine) as conn:
+        resumed = ledger.resume_channel(conn, args.name)
+    print(f"{args.name}: resumed" if resumed else f"{args.name}: was not paused")
+    return 0
+
+
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
     from engine.store import upgrade
 
@@ -355,6 +372,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--reason", help="why (kept with the suppression)")
     p.add_argument("--config", required=True, help="config file")
 
+    p = command("channel", cmd_channel, "channels: `siyu channel resume NAME --config FILE` ends a pause now")
+    p.add_argument("action", choices=("resume",))
+    p.add_argument("name", help="channel name (sms, ai_call, wecom, template)")
+    p.add_argument("--config", required=True, help="config file")
+
     p = command("db", cmd_db_upgrade, "database schema: `siyu db upgrade --db URL`")
     p.add_argument("action", choices=("upgrade",))
     p.add_argument("--db", required=True, help="database URL")
@@ -384,3 +406,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"siyu: internal error: {type(exc).__name__}: {exc} (set SIYU_DEBUG=1 for details)",
               file=sys.stderr)
         return 70
+    finally:
+        while _opened:
+            _opened.pop().dispose()

@@ -130,8 +130,7 @@ class Daemon:
         idle = min(1.0, self.service.settings.poll_interval.total_seconds())
         while self.dispatcher.claiming:
             claimed = sum(await asyncio.gather(*(self.dispatcher.dispatch_once(name)
-                                                 for name in self.service.channels
-                                                 if name not in self.dispatcher.paused)))
+                                                 for name in self.service.channels)))
             if not claimed:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.stop_event.wait(), idle)

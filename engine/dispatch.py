@@ -109,7 +109,8 @@ class Dispatcher:
     owner: str
     clock: Callable[[], datetime] = clock_now
     counts: Counter[str] = field(default_factory=Counter)
-    paused: dict[str, str] = field(default_factory=dict)
+    paused: dict[str, str] = field(default_factory=dict)  #: mirror of channel_pauses, as last read
+    _probing: set[str] = field(default_factory=set)
     claiming: bool = True
     _limits: dict[str, ChannelLimits] = field(default_factory=dict)
 
@@ -161,6 +162,19 @@ class Dispatcher:
             ledger.extend_leases(conn, touch_ids, self.clock() + self.settings.lease, self.owner)
 
     # -- 1. claim -----------------------------------------------------------------------------------
+    def _claim_limit(self, conn: Any, name: str, now: datetime) -> int:
+        """How many rows to claim: none while the channel is paused, one (a probe) once its pause is over."""
+        pause = ledger.channel_pauses_now(conn).get(name)
+        if pause is None:
+            self.paused.pop(name, None)
+            self._probing.discard(name)
+            return self.settings.batch_size
+        if now < pause["resume_at"]:
+            self.paused[name] = pause["reason"]
+            return 0
+        self._probing.add(name)
+        return 1
+
     def _quiet_windows(self, channel: str, playbook: str) -> list[QuietWindow]:
         windows = [self.policies.quiet_hours[channel]] if channel in self.policies.quiet_hours else []
         book = self.playbooks.get(playbook)
@@ -172,7 +186,10 @@ class Dispatcher:
         now = self.clock()
         with write_transaction(self.engine) as conn:
             ledger.expire_deferred(conn, now)
-            rows = ledger.claim_batch(conn, name, now, self.settings.batch_size, self.settings.lease, self.owner)
+            limit = self._claim_limit(conn, name, now)
+            if not limit:
+                return []
+            rows = ledger.claim_batch(conn, name, now, limit, self.settings.lease, self.owner)
             if not rows:
                 return []
             contacts = ledger.contacts(conn, [r["member_id"] for r in rows])
@@ -261,6 +278,11 @@ class Dispatcher:
 
     def _apply(self, conn: Any, name: str, touch: Touch, outcome: Outcome, now: datetime) -> str:
         error = {"error_code": outcome.code, "error_message": outcome.message}
+        if name in self._probing and outcome.kind != OutcomeKind.channel_fatal:
+            ledger.resume_channel(conn, name)  # the probe got an answer that is not fatal: the channel works
+            self._probing.discard(name)
+            self.paused.pop(name, None)
+            log.info("channel.resumed", channel=name)
         if outcome.kind == OutcomeKind.sent:
             ledger.settle(conn, touch.touch_id, TouchState.sent, owner=self.owner, sent_at=now, touch_at=now,
                           vendor_id=outcome.vendor_id, error_code=None, error_message=None)
@@ -273,8 +295,15 @@ class Dispatcher:
             return TouchState.failed
         if outcome.kind == OutcomeKind.channel_fatal:
             ledger.release(conn, touch.touch_id, TouchState.queued, owner=self.owner, **error)
-            self.paused[name] = f"{outcome.code}: {outcome.message}"
+            reason = f"{outcome.code}: {outcome.message}"
+            resume_at = now + self.channel_settings[name].pause_for
+            ledger.pause_channel(conn, name, outcome.code, reason, now, resume_at)
+            self.paused[name] = reason
+            self._probing.discard(name)
+            log.error("channel.paused", channel=name, code=outcome.code, reason=outcome.message,
+                      resume_at=resume_at.isoformat())
             return "paused"
+
         if outcome.kind == OutcomeKind.unknown:
             ledger.settle(conn, touch.touch_id, TouchState.unknown, owner=self.owner, **error)
             return TouchState.unknown

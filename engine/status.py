@@ -31,6 +31,7 @@ def report(engine: Engine, settings: Settings, playbooks: list[Playbook], now: d
         channels = ledger.channel_day(conn, start, end)
         attention = ledger.rows_in_states(conn, ("unknown", "failed"))
         totals = ledger.state_counts(conn)
+        pauses = ledger.channel_pauses_now(conn)
     books = []
     for p in sorted(playbooks, key=lambda p: p.id):
         last = runs.get(p.id)
@@ -50,7 +51,10 @@ def report(engine: Engine, settings: Settings, playbooks: list[Playbook], now: d
         "now": now.astimezone(tz).isoformat(),
         "playbooks": books,
         "channels": {name: {"adapter": cfg.adapter, "sent_today": channels.get(name, {}).get("sent", 0),
-                            "spend_today": str(Decimal(channels.get(name, {}).get("cost_e4", 0)) / E4_PER_YUAN)}
+                            "spend_today": str(Decimal(channels.get(name, {}).get("cost_e4", 0)) / E4_PER_YUAN),
+                            "paused": None if name not in pauses else {
+                                "reason": pauses[name]["reason"],
+                                "resume_at": pauses[name]["resume_at"].astimezone(tz).isoformat()}}
                      for name, cfg in settings.channels.items()},
         "attention": [{"touch_id": r["touch_id"], "state": r["state"], "playbook": r["playbook"],
                        "member_id": r["member_id"], "channel": r["channel"], "error_code": r["error_code"],
@@ -72,10 +76,12 @@ def render(status: dict[str, Any], out: IO[str]) -> None:
                       p["next_run"] or "-", today)
     console.print(table)
     channels = Table(title="channels today")
-    for column, justify in (("channel", "left"), ("adapter", "left"), ("sent", "right"), ("spend ¥", "right")):
+    for column, justify in (("channel", "left"), ("adapter", "left"), ("sent", "right"), ("spend ¥", "right"),
+                            ("state", "left")):
         channels.add_column(column, justify=justify)  # type: ignore[arg-type]
     for name, c in status["channels"].items():
-        channels.add_row(name, c["adapter"], f"{c['sent_today']:,}", c["spend_today"])
+        state = "ok" if c["paused"] is None else f"PAUSED until {c['paused']['resume_at']}: {c['paused']['reason']}"
+        channels.add_row(name, c["adapter"], f"{c['sent_today']:,}", c["spend_today"], state)
     console.print(channels)
     if status["attention"]:
         rows = Table(title="needs attention (unknown / failed)")

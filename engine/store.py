@@ -112,7 +112,9 @@ def require_schema(engine: Engine) -> None:
         tables = set(inspect(engine).get_table_names())
     except OperationalError as exc:
         raise DatabaseError(f"cannot connect to database: {exc.orig}") from None
+    where = engine.url.render_as_string(hide_password=True)
     if "members" not in tables:
-        raise DatabaseError(
-            f"{engine.url.render_as_string(hide_password=True)} has no Siyu tables: "
-            "run `siyu import DIR --db URL` or `siyu db upgrade --db URL` first")
+        raise DatabaseError(f"{where} has no Siyu tables: run `siyu import DIR --db URL` or "
+                            "`siyu db upgrade --db URL` first")
+    if not is_current(engine):
+        raise DatabaseError(f"{where} has an older Siyu schema: run `siyu db upgrade --db URL` first")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,8 @@ from scenario import AT, add_member
 from sqlalchemy import select
 
 from channels.stub import StubChannel
-from engine.schema import suppressions, touches
+from engine.cli import main
+from engine.schema import channel_pauses, suppressions, touches
 from engine.service import Service
 from engine.store import open_engine
 
@@ -62,6 +64,11 @@ def _members(db_url: str, *ids: str) -> None:
     engine.dispose()
 
 
+def _states(service: Service) -> dict[str, str]:
+    with service.engine.connect() as conn:
+        return {row.member_id: row.state for row in conn.execute(select(touches.c.member_id, touches.c.state))}
+
+
 def _tick(service: Service) -> dict[str, str]:
     service.evaluator(clock=lambda: AT).tick(AT)
     asyncio.run(service.dispatcher(clock=lambda: AT).drain())
@@ -106,18 +113,36 @@ def test_dispatch__unknown_outcome_is_never_resent(tmp_path: Path, db_url: str) 
 
 
 def test_dispatch__channel_fatal_pauses_and_loses_nothing(tmp_path: Path, db_url: str) -> None:
-    """No balance: the channel pauses and the touch goes back to the queue, to be sent later."""
-    _members(db_url, "M1")
-    service = _service(tmp_path, db_url, 'outcomes: {M1: [channel_fatal, sent]}')
+    """No balance: the channel pauses (for every dispatcher), the touches wait, and after `pause_for`
+    one probe send resumes it."""
+    _members(db_url, "M1", "M2")
+    service = _service(tmp_path, db_url, 'outcomes: {M1: [channel_fatal, sent], M2: [channel_fatal, sent]}')
     service.evaluator(clock=lambda: AT).tick(AT)
     dispatcher = service.dispatcher(clock=lambda: AT)
     asyncio.run(dispatcher.drain())
     assert "sms" in dispatcher.paused
+    assert _states(service) == {"M1": "queued", "M2": "queued"}
+    soon = AT + timedelta(minutes=5)
+    asyncio.run(service.dispatcher(clock=lambda: soon).drain())
+    assert _states(service) == {"M1": "queued", "M2": "queued"}, "still paused: nothing is claimed"
+    later = AT + timedelta(minutes=11)
+    probe = service.dispatcher(clock=lambda: later)
+    asyncio.run(probe.drain())
+    assert _states(service) == {"M1": "sent", "M2": "sent"}
+    assert probe.paused == {}
     with service.engine.connect() as conn:
-        assert conn.execute(select(touches.c.state)).scalar_one() == "queued"
+        assert conn.execute(select(channel_pauses)).all() == []
+
+
+def test_dispatch__channel_resume_command_lifts_a_pause(tmp_path: Path, db_url: str) -> None:
+    """`siyu channel resume sms` ends a pause at once: the next dispatch sends."""
+    _members(db_url, "M1")
+    service = _service(tmp_path, db_url, 'outcomes: {M1: [channel_fatal, sent]}')
+    service.evaluator(clock=lambda: AT).tick(AT)
     asyncio.run(service.dispatcher(clock=lambda: AT).drain())
-    with service.engine.connect() as conn:
-        assert conn.execute(select(touches.c.state)).scalar_one() == "sent"
+    assert main(["channel", "resume", "sms", "--config", str(tmp_path / "siyu.yaml")]) == 0
+    asyncio.run(service.dispatcher(clock=lambda: AT).drain())
+    assert _states(service) == {"M1": "sent"}
 
 
 def test_dispatch__permanent_error_fails_at_once(tmp_path: Path, db_url: str) -> None:
