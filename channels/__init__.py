@@ -8,13 +8,25 @@ from __future__ import annotations
 
 from typing import Any
 
+from channels.aliyun_outbound_bot import AliyunOutboundBotChannel
+from channels.aliyun_sms import AliyunSmsChannel
+from channels.aliyun_voice import AliyunVoiceChannel
 from channels.base import Channel, ChannelContext, ChannelSettings
 from channels.log import LogChannel
 from channels.stub import StubChannel
+from channels.tencent_sms import TencentSmsChannel
+from channels.wechat_template import WechatTemplateChannel
+from channels.wecom import WecomChannel
 
 ADAPTERS: dict[str, Any] = {
     "log": LogChannel,
     "stub": StubChannel,
+    "aliyun_sms": AliyunSmsChannel,
+    "tencent_sms": TencentSmsChannel,
+    "wechat_template": WechatTemplateChannel,
+    "wecom": WecomChannel,
+    "aliyun_voice": AliyunVoiceChannel,
+    "aliyun_outbound_bot": AliyunOutboundBotChannel,
 }
 
 

@@ -48,7 +48,7 @@ def signed_params(action: str, version: str, params: Mapping[str, str], access_k
         "Action": action, "Version": version, "Format": "JSON", "RegionId": region,
         "AccessKeyId": access_key_id, "SignatureMethod": "HMAC-SHA1", "SignatureVersion": "1.0",
         "SignatureNonce": nonce or uuid.uuid4().hex, "Timestamp": moment.strftime("%Y-%m-%dT%H:%M:%SZ"),
-        **{k: v for k, v in params.items()},
+        **dict(params),
     }
     full["Signature"] = signature(method, full, access_key_secret)
     return full

@@ -44,6 +44,8 @@ class Touch:
     message: dict[str, Any]  #: the rendered payload (text, template code and params, …)
     address: dict[str, Any]  #: phone, wecom ids, openid: whatever the channel needs
     offer: dict[str, Any] | None = None
+    vendor_id: str | None = None  #: set once sent: the vendor's id for it (for receipts and lookups)
+    claimed_at: datetime | None = None  #: when its first send began, when the engine knows it
 
 
 @dataclass(frozen=True)

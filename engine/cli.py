@@ -196,6 +196,10 @@ def cmd_tick(args: argparse.Namespace) -> int:
     service = Service.load(Path(args.config))
     decided = service.evaluator(clock=lambda: at).tick(at)
     sent = asyncio.run(service.dispatcher(clock=lambda: at).drain())
+    from engine.receipts import pull_all
+
+    sent.update({f"receipt {k}": v for k, v in asyncio.run(pull_all(service.engine, service.channels, at)).items()
+                 if v})
     summary = {**{f"decided {k}": v for k, v in sorted(decided.items())},
                **{f"dispatched {k}": v for k, v in sorted(sent.items())}}
     width = max((len(k) for k in summary), default=0)

@@ -75,6 +75,7 @@ class Daemon:
                 ("dispatch", self._dispatch_forever()),
                 ("reconcile", self._every(self.service.settings.dispatch.lease / 2,
                                           lambda: self.dispatcher.reconcile())),
+                ("receipts", self._every(self.service.settings.poll_interval * 2, self._pull_receipts)),
                 # the watchdog keeps pinging through the shutdown grace, until the very end
                 ("watchdog", self._every(timedelta(seconds=self.notifier.ping_every), self._ping, self.exited)),
             )]
@@ -134,6 +135,13 @@ class Daemon:
             if not claimed:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.stop_event.wait(), idle)
+
+    async def _pull_receipts(self) -> None:
+        from engine.receipts import pull_all
+
+        counts = await pull_all(self.service.engine, self.service.channels, self.clock())
+        if any(counts.values()):
+            log.info("receipts.pulled", **counts)
 
     async def _ping(self) -> None:
         self.notifier.watchdog()

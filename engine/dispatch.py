@@ -45,11 +45,12 @@ ADDRESS_FIELDS: dict[str, tuple[str, ...]] = {
 }
 
 
-def touch_of(row: RowMapping, contact: Mapping[Any, Any] | None) -> Touch:
+def touch_of(row: RowMapping, contact: Mapping[Any, Any] | None, claimed_at: datetime | None = None) -> Touch:
     channel = row["channel"]
     address = {k: (contact or {}).get(k) for k in ADDRESS_FIELDS.get(channel, ())}
     return Touch(touch_id=row["touch_id"], playbook=row["playbook"], member_id=row["member_id"], channel=channel,
-                 occurrence=row["occurrence"], message=row["message"] or {}, address=address, offer=row["offer"])
+                 occurrence=row["occurrence"], message=row["message"] or {}, address=address, offer=row["offer"],
+                 vendor_id=row.get("vendor_id"), claimed_at=claimed_at or row.get("sent_at"))
 
 
 class _ClaimCaps:

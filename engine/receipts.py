@@ -10,13 +10,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+import asyncio
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import Connection, Engine, select
 
-from channels.base import Inbound, Receipt, Reply
+from channels.base import Inbound, Receipt, ReceiptSource, Reply
 from engine import ledger
 from engine.clock import now as clock_now
 from engine.logs import log, mask_phone
@@ -74,3 +75,29 @@ class ReceiptBook:
         attributes = {"touch_id": touch_id, "status": receipt.status, **receipt.details}
         return int(ledger.add_member_event(conn, f"call-{touch_id}", row.member_id, "ai_call_result",
                                            receipt.at or self.clock(), attributes))
+
+
+async def pull_all(engine: Engine, channels: Mapping[str, object], now: datetime,
+                   lookback: timedelta = timedelta(days=3), unsubscribe: Sequence[str] = DEFAULT_UNSUBSCRIBE
+                   ) -> dict[str, int]:
+    """Ask every adapter with a pull API for the receipts of touches still waiting for one (and for
+    SMS replies), and apply them. Run periodically by the daemon and at the end of every `tick`."""
+    from engine.dispatch import touch_of
+
+    book = ReceiptBook(engine, unsubscribe)
+    totals: dict[str, int] = {}
+    since = now - lookback
+    for name, channel in channels.items():
+        if not isinstance(channel, ReceiptSource):
+            continue
+        with engine.connect() as conn:
+            rows = ledger.awaiting_receipts(conn, name, since)
+            contacts = ledger.contacts(conn, [r["member_id"] for r in rows])
+        try:
+            inbound = await channel.pull([touch_of(r, contacts.get(r["member_id"])) for r in rows], since)
+        except Exception as exc:  # noqa: BLE001 - a vendor outage must not stop the daemon: try again next time
+            log.warning("receipts.pull_failed", channel=name, error=f"{type(exc).__name__}: {exc}")
+            continue
+        for key, value in (await asyncio.to_thread(book.apply, inbound)).items():
+            totals[key] = totals.get(key, 0) + value
+    return totals
