@@ -30,6 +30,7 @@ from engine.cron import Cron
 from engine.errors import SiyuError
 from engine.logs import log
 from engine.service import Service
+from engine.store import is_transient
 from engine.systemd import Notifier
 
 
@@ -123,15 +124,14 @@ class Daemon:
                      until: asyncio.Event | None = None) -> None:
         until = until or self.stop_event
         while not until.is_set():
-            await work()
+            await self._survive(work)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(until.wait(), interval.total_seconds())
 
     async def _dispatch_forever(self) -> None:
         idle = min(1.0, self.service.settings.poll_interval.total_seconds())
         while self.dispatcher.claiming:
-            claimed = sum(await asyncio.gather(*(self.dispatcher.dispatch_once(name)
-                                                 for name in self.service.channels)))
+            claimed = await self._survive(lambda: self._dispatch_all())
             if not claimed:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.stop_event.wait(), idle)
@@ -142,6 +142,20 @@ class Daemon:
         counts = await pull_all(self.service.engine, self.service.channels, self.clock())
         if any(counts.values()):
             log.info("receipts.pulled", **counts)
+
+    async def _dispatch_all(self) -> int:
+        return sum(await asyncio.gather(*(self.dispatcher.dispatch_once(name) for name in self.service.channels)))
+
+    async def _survive(self, work: Callable[[], Awaitable[Any]]) -> Any:
+        """Run one iteration of a side task; a transient database error (deadlock, lost connection,
+        busy SQLite) is logged and retried next time. Anything else kills the task, and the daemon."""
+        try:
+            return await work()
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            log.warning("daemon.transient_error", error=f"{type(exc).__name__}: {str(exc).splitlines()[0]}")
+            return 0
 
     async def _ping(self) -> None:
         self.notifier.watchdog()

@@ -118,3 +118,21 @@ def require_schema(engine: Engine) -> None:
                             "`siyu db upgrade --db URL` first")
     if not is_current(engine):
         raise DatabaseError(f"{where} has an older Siyu schema: run `siyu db upgrade --db URL` first")
+
+
+_TRANSIENT_SQLSTATES = {"40001", "40P01", "55P03", "57P01", "08000", "08003", "08006"}
+"""PostgreSQL: serialization failure, deadlock, lock not available, admin shutdown, connection errors."""
+
+
+def is_transient(exc: BaseException) -> bool:
+    """A database error worth retrying on the next loop (deadlock, lost connection, busy SQLite)."""
+    from sqlalchemy.exc import DBAPIError
+
+    if not isinstance(exc, DBAPIError):
+        return False
+    if exc.connection_invalidated:
+        return True
+    sqlstate = getattr(exc.orig, "sqlstate", None)
+    if sqlstate in _TRANSIENT_SQLSTATES:
+        return True
+    return "database is locked" in str(exc.orig)  # SQLite: busy past busy_timeout
