@@ -59,6 +59,20 @@ class DispatchSettings(GrammarModel):
     """Daemons sharing one database: each uses 1/replicas of every channel's rate limit."""
 
 
+class HttpSettings(GrammarModel):
+    listen: str | None = "127.0.0.1:8080"
+    """host:port where `siyu run` serves the vendors' push callbacks (port 0: any free port; null: off)."""
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, value: str | None) -> str | None:
+        if value is not None:
+            host, _, port = value.rpartition(":")
+            if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+                raise ValueError(f"bad listen address {value!r}: write host:port, e.g. 127.0.0.1:8080")
+        return value
+
+
 class LogSettings(GrammarModel):
     format: Literal["json", "console"] = "json"
     level: Literal["debug", "info", "warning", "error"] = "info"
@@ -81,6 +95,9 @@ class Settings(GrammarModel):
     policies: PolicySettings = Field(default_factory=PolicySettings)
     dispatch: DispatchSettings = Field(default_factory=DispatchSettings)
     log: LogSettings = Field(default_factory=LogSettings)
+    http: HttpSettings = Field(default_factory=HttpSettings)
+    sms_unsubscribe: list[str] = Field(default_factory=lambda: ["T", "TD", "R", "N", "退订"])
+    """SMS replies that unsubscribe (trimmed, case-insensitive): the number gets an SMS suppression at once."""
     poll_interval: Duration = timedelta(seconds=30)
     """How often the daemon looks for due events and deferred touches."""
 

@@ -72,6 +72,7 @@ class Daemon:
             self.scheduler.start()
             await self._round()
             self.tasks = [asyncio.create_task(coro, name=name) for name, coro in (
+                ("callbacks", self._serve_callbacks()),
                 ("events", self._every(self.service.settings.poll_interval, self._round)),
                 ("dispatch", self._dispatch_forever()),
                 ("reconcile", self._every(self.service.settings.dispatch.lease / 2,
@@ -136,10 +137,38 @@ class Daemon:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.stop_event.wait(), idle)
 
+    async def _serve_callbacks(self) -> None:
+        """The vendors' push callbacks on `http.listen` (uvicorn), until the daemon exits."""
+        listen = self.service.settings.http.listen
+        if listen is None:
+            await self.exited.wait()
+            return
+        from engine.callbacks import build_app
+        from engine.callbacks import server as callback_server
+        from engine.receipts import ReceiptBook
+
+        tokens = [t for t in (getattr(cfg, "token", None) for cfg in self.service.settings.channels.values()) if t]
+        book = ReceiptBook(self.service.engine, self.service.settings.sms_unsubscribe)
+        server = callback_server(build_app(book, tokens), listen)
+        log.info("callbacks.listening", listen=listen)
+        async def serve() -> None:
+            with contextlib.suppress(SystemExit):  # uvicorn exits the process when it cannot bind
+                await server.serve()
+
+        serving = asyncio.create_task(serve())
+        exited = asyncio.create_task(self.exited.wait())
+        await asyncio.wait([serving, exited], return_when=asyncio.FIRST_COMPLETED)
+        if serving.done():  # uvicorn could not listen (it exits on a bind error)
+            exited.cancel()
+            raise SiyuError(f"cannot serve callbacks on {listen} (http.listen): is the port taken?")
+        server.should_exit = True
+        await serving
+
     async def _pull_receipts(self) -> None:
         from engine.receipts import pull_all
 
-        counts = await pull_all(self.service.engine, self.service.channels, self.clock())
+        counts = await pull_all(self.service.engine, self.service.channels, self.clock(),
+                                unsubscribe=self.service.settings.sms_unsubscribe)
         if any(counts.values()):
             log.info("receipts.pulled", **counts)
 

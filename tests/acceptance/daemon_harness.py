@@ -102,6 +102,7 @@ def config_yaml(db_url: str, *, latency_ms: int = 50, batch_size: int = 20, chan
             f"dispatch: {{lease: {lease}, batch_size: {batch_size}, grace: {grace}, retry_wait: 1s}}\n"
             "log: {format: json}\n"
             "poll_interval: 1s\n"
+            'http: {listen: "127.0.0.1:0"}\n'  # several daemons at once: each takes a free port
             f"misfire_grace: {misfire_grace}\n")
 
 
