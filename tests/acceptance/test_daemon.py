@@ -248,7 +248,7 @@ MISSING_ENV = "SIYU_TEST_SURELY_UNSET_TOKEN"
 
 
 @pytest.mark.parametrize(("breakage", "where", "message"), [
-    ("unknown key", "config.yaml:12:1", "unknown key 'pol_interval' (did you mean 'poll_interval'?)"),
+    ("unknown key", "config.yaml:13:1", "unknown key 'pol_interval' (did you mean 'poll_interval'?)"),
     ("missing env", "config.yaml:1:", f"environment variable {MISSING_ENV} is not set"),
     ("broken playbook", "broken.yaml:4:1", "unknown key 'audiance'"),
 ], ids=["unknown-key", "missing-env", "broken-playbook"])
