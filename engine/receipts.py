@@ -14,6 +14,7 @@ import asyncio
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import Connection, Engine, select
 
@@ -77,24 +78,30 @@ class ReceiptBook:
                                            receipt.at or self.clock(), attributes))
 
 
+def _awaiting(engine: Engine, channel: str, since: datetime) -> list[Any]:
+    """Sent touches of `channel` still waiting for a receipt, with their addresses."""
+    from engine.dispatch import touch_of
+
+    with engine.connect() as conn:
+        rows = ledger.awaiting_receipts(conn, channel, since)
+        contacts = ledger.contacts(conn, [r["member_id"] for r in rows])
+    return [touch_of(r, contacts.get(r["member_id"])) for r in rows]
+
+
 async def pull_all(engine: Engine, channels: Mapping[str, object], now: datetime,
                    lookback: timedelta = timedelta(days=3), unsubscribe: Sequence[str] = DEFAULT_UNSUBSCRIBE
                    ) -> dict[str, int]:
     """Ask every adapter with a pull API for the receipts of touches still waiting for one (and for
     SMS replies), and apply them. Run periodically by the daemon and at the end of every `tick`."""
-    from engine.dispatch import touch_of
-
     book = ReceiptBook(engine, unsubscribe)
     totals: dict[str, int] = {}
     since = now - lookback
     for name, channel in channels.items():
         if not isinstance(channel, ReceiptSource):
             continue
-        with engine.connect() as conn:
-            rows = ledger.awaiting_receipts(conn, name, since)
-            contacts = ledger.contacts(conn, [r["member_id"] for r in rows])
+        touches = await asyncio.to_thread(_awaiting, engine, name, since)
         try:
-            inbound = await channel.pull([touch_of(r, contacts.get(r["member_id"])) for r in rows], since)
+            inbound = await channel.pull(touches, since)
         except Exception as exc:  # noqa: BLE001 - a vendor outage must not stop the daemon: try again next time
             log.warning("receipts.pull_failed", channel=name, error=f"{type(exc).__name__}: {exc}")
             continue

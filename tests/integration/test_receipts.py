@@ -90,3 +90,31 @@ def test_receipts__call_outcome_is_kept_and_becomes_a_member_event(db: Engine) -
     assert len(rows) == 1
     assert (rows[0].member_id, rows[0].type) == ("M3", "ai_call_result")
     assert rows[0].attributes["intent"] == "interested"
+
+
+class _PullingVendor:
+    """A vendor with a pull API: reports delivery for every touch it is asked about, and one reply."""
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+
+    async def pull(self, touches: list, since: datetime) -> Inbound:
+        self.asked += [t.touch_id for t in touches]
+        return Inbound(receipts=[Receipt(t.touch_id, None, True, "DELIVRD", NOW) for t in touches],
+                       replies=[Reply("13900000000", "退订", NOW)])
+
+
+def test_receipts__pull_all_asks_only_for_touches_still_waiting(db: Engine) -> None:
+    """The periodic pull asks each pulling adapter about sent touches without a result, and applies the answers."""
+    import asyncio
+
+    from engine.receipts import pull_all
+
+    _sent_touch(db, "T5", "M5")
+    vendor = _PullingVendor()
+    first = asyncio.run(pull_all(db, {"sms": vendor, "wecom": object()}, NOW))
+    assert vendor.asked == ["T5"]
+    assert (first["receipts"], first["unsubscribed"]) == (1, 1)
+    assert _touch(db, "T5")["delivery"] == "delivered"
+    asyncio.run(pull_all(db, {"sms": vendor}, NOW))
+    assert vendor.asked == ["T5"], "a touch with a delivery result is not asked about again"
