@@ -21,7 +21,7 @@ from typing import Any, Literal
 import httpx
 from pydantic import Field
 
-from channels.aliyun_signing import signed_params
+from channels.aliyun_signing import GATEWAY_CODES, signed_params
 from channels.base import (
     ChannelContext,
     ChannelSettings,
@@ -40,23 +40,14 @@ MAX_JOBS_PER_CALL = 25  # vendor FAQ (vendors.md §5.2)
 K = OutcomeKind
 # vendors.md §3.5 (RPC gateway codes, shared by every Aliyun RPC product), §5.2, §6.
 _CODES: dict[str, OutcomeKind] = {
+    **GATEWAY_CODES,
     "Throttling": K.retry,
-    "Throttling.User": K.retry,
-    "Throttling.Api": K.retry,
-    "SignatureNonceUsed": K.retry,
     "InvalidParameter": K.failed,
     "MissingParameter": K.failed,
-    "SignatureDoesNotMatch": K.channel_fatal,
-    "InvalidAccessKeyId.NotFound": K.channel_fatal,
-    "InvalidAccessKeyId.Inactive": K.channel_fatal,
-    "InvalidTimeStamp.Expired": K.channel_fatal,  # our clock is off: every request fails until fixed
-    "InvalidTimeStamp.Format": K.channel_fatal,
     "Forbidden.RAM": K.channel_fatal,
     "Forbidden.NotAuthorized": K.channel_fatal,
     "InstanceNotFound": K.channel_fatal,  # instance_id / job_group_id misconfigured
     "JobGroupNotFound": K.channel_fatal,
-    "InternalError": K.unknown,
-    "ServiceUnavailable": K.unknown,
 }
 
 _FINAL_STATUSES = {"Succeeded", "Failed", "Cancelled"}

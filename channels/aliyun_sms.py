@@ -23,7 +23,7 @@ import httpx
 import structlog
 from pydantic import Field
 
-from channels.aliyun_signing import signed_params
+from channels.aliyun_signing import GATEWAY_CODES, signed_params
 from channels.base import (
     ChannelContext,
     ChannelSettings,
@@ -39,6 +39,7 @@ K = OutcomeKind
 
 # Every code in vendors.md §3.5, classified per §6. Codes not listed here: see `classify`.
 _CODES: dict[str, OutcomeKind] = {
+    **GATEWAY_CODES,
     # per-number flow control (minute/hour/day window): this touch hit the cap; §6 "do not retry now"
     "isv.BUSINESS_LIMIT_CONTROL": K.failed,
     # the account's own daily/monthly cap: nothing can go out on this channel until it resets,
@@ -71,16 +72,6 @@ _CODES: dict[str, OutcomeKind] = {
     "isp.RAM_PERMISSION_DENY": K.channel_fatal,
     "isp.SYSTEM_ERROR": K.unknown,  # may have been accepted: settle through QuerySendDetails
     # gateway codes (HTTP 4xx/5xx)
-    "SignatureDoesNotMatch": K.channel_fatal,  # a wrong secret: retrying cannot help
-    "InvalidTimeStamp.Expired": K.channel_fatal,  # our clock is off: pause until it is fixed
-    "InvalidTimeStamp.Format": K.channel_fatal,
-    "SignatureNonceUsed": K.retry,  # rejected before sending; the next attempt has a new nonce
-    "InvalidAccessKeyId.NotFound": K.channel_fatal,
-    "InvalidAccessKeyId.Inactive": K.channel_fatal,
-    "Throttling.User": K.retry,
-    "Throttling.Api": K.retry,
-    "InternalError": K.unknown,
-    "ServiceUnavailable": K.unknown,
 }
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")

@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo
 import httpx
 from pydantic import Field
 
-from channels.aliyun_signing import signed_params
+from channels.aliyun_signing import GATEWAY_CODES, signed_params
 from channels.base import (
     ChannelContext,
     ChannelSettings,
@@ -41,10 +41,8 @@ SHANGHAI = ZoneInfo("Asia/Shanghai")
 K = OutcomeKind
 # Send-time codes: vendors.md §3.5 (shared dysms/dyvms `isv.*` family and the RPC gateway codes), §6.
 _CODES: dict[str, OutcomeKind] = {
+    **GATEWAY_CODES,
     # rejected before anything was dialled: safe to send again later
-    "Throttling.User": K.retry,
-    "Throttling.Api": K.retry,
-    "SignatureNonceUsed": K.retry,
     # this touch only
     "isv.BUSINESS_LIMIT_CONTROL": K.failed,  # per-callee 1/min, 5/h, 20/day: the touch cap is hit
     "isv.TEMPLATE_MISSING_PARAMETERS": K.failed,
@@ -69,15 +67,8 @@ _CODES: dict[str, OutcomeKind] = {
     "isv.ACCOUNT_ABNORMAL": K.channel_fatal,
     "isv.DENY_IP_RANGE": K.channel_fatal,
     "isp.RAM_PERMISSION_DENY": K.channel_fatal,
-    "SignatureDoesNotMatch": K.channel_fatal,
-    "InvalidAccessKeyId.NotFound": K.channel_fatal,
-    "InvalidAccessKeyId.Inactive": K.channel_fatal,
-    "InvalidTimeStamp.Expired": K.channel_fatal,  # our clock is off: every request will fail until fixed
-    "InvalidTimeStamp.Format": K.channel_fatal,
     # may have been accepted: never resend blindly
     "isp.SYSTEM_ERROR": K.unknown,
-    "InternalError": K.unknown,
-    "ServiceUnavailable": K.unknown,
 }
 
 # VoiceReport status_code values that mean the callee picked up (vendors.md §5.1).
