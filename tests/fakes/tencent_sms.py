@@ -27,7 +27,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from channels.tencent_sms import VERSION, canonical_request, signature, string_to_sign, utc_date
+from channels.tencent_signing import VERSION, canonical_request, signature, string_to_sign, utc_date
 
 _AUTH = re.compile(r"^TC3-HMAC-SHA256 Credential=([^/]+)/(\d{4}-\d{2}-\d{2})/([a-z]+)/tc3_request, "
                    r"SignedHeaders=([a-z0-9\-;]+), Signature=([0-9a-f]{64})$")

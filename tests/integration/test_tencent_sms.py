@@ -12,6 +12,7 @@ import pytest
 from fakes.server import FakeServer
 from fakes.tencent_sms import FakeTencentSms
 
+from channels import tencent_signing
 from channels import tencent_sms as ts
 from channels.base import Outcome, OutcomeKind, Touch
 from channels.tencent_sms import TencentSmsChannel, TencentSmsSettings
@@ -56,11 +57,11 @@ def test_signature__matches_tencents_worked_example() -> None:
     """The published DescribeInstances example (Signature v3 doc) gives signature 72e494ea…."""
     payload = b'{"Limit": 1, "Filters": [{"Values": ["\\u672a\\u547d\\u540d"], "Name": "instance-name"}]}'
     headers = {"Content-Type": "application/json; charset=utf-8", "Host": "cvm.tencentcloudapi.com"}
-    canonical = ts.canonical_request(headers, ["content-type", "host"], payload)
+    canonical = tencent_signing.canonical_request(headers, ["content-type", "host"], payload)
     assert canonical.endswith("35e9c5b0e3ae67532d3c9f17ead6c90222632e5b1ff7f6e89887f1398934f064")
     assert hashlib.sha256(canonical.encode()).hexdigest() == (
         "5ffe6a04c0664d6b969fab9a13bdab201d63ee709638e2749d62a09ca18d7031")
-    auth = ts.authorization("AKIDz8krbsJ5yKBZQpn74WFkmLPx3EXAMPLE", "Gu5t9xGARNpq86cd98joQYCN3EXAMPLE",
+    auth = tencent_signing.authorization("AKIDz8krbsJ5yKBZQpn74WFkmLPx3EXAMPLE", "Gu5t9xGARNpq86cd98joQYCN3EXAMPLE",
                             timestamp=1551113065, service="cvm", headers=headers, payload=payload)
     assert auth == ("TC3-HMAC-SHA256 Credential=AKIDz8krbsJ5yKBZQpn74WFkmLPx3EXAMPLE/2019-02-25/cvm/tc3_request, "
                     "SignedHeaders=content-type;host, "
