@@ -23,6 +23,7 @@ from pydantic import Field
 
 from channels.aliyun_signing import GATEWAY_CODES, signed_params
 from channels.base import (
+    NOT_CONNECTED,
     ChannelContext,
     ChannelSettings,
     Inbound,
@@ -30,6 +31,7 @@ from channels.base import (
     OutcomeKind,
     Receipt,
     Touch,
+    not_connected,
 )
 from engine.grammar import GrammarModel, Text
 
@@ -162,9 +164,8 @@ class AliyunOutboundBotChannel:
             params[f"JobsJson.{n}"] = self._job(touch)
         try:
             status, body = await self._rpc(client, "AssignJobs", params)
-        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-            return [Outcome(t.touch_id, K.retry, code="CONNECT", message=f"not sent: {type(exc).__name__}")
-                    for t in batch]
+        except NOT_CONNECTED as exc:
+            return [not_connected(t.touch_id, exc) for t in batch]
         except httpx.TransportError as exc:  # written, then timed out or dropped: lookup settles it
             return [Outcome(t.touch_id, K.unknown, code="TRANSPORT", message=type(exc).__name__) for t in batch]
         if _ok(body):

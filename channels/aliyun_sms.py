@@ -25,6 +25,7 @@ from pydantic import Field
 
 from channels.aliyun_signing import GATEWAY_CODES, signed_params
 from channels.base import (
+    NOT_CONNECTED,
     ChannelContext,
     ChannelSettings,
     Inbound,
@@ -33,6 +34,7 @@ from channels.base import (
     Receipt,
     Reply,
     Touch,
+    not_connected,
 )
 
 K = OutcomeKind
@@ -201,9 +203,8 @@ class AliyunSmsChannel:
             return Outcome(touch.touch_id, K.failed, code="SIYU_PRECHECK", message=problem)
         try:
             status, body = await self._call(client, "SendSms", params)
-        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
-            # the request never left this host: the vendor surely did not accept it
-            return Outcome(touch.touch_id, K.retry, code=type(exc).__name__, message=str(exc) or "connect failed")
+        except NOT_CONNECTED as exc:
+            return not_connected(touch.touch_id, exc)
         except httpx.TransportError as exc:
             # written (or partly written) and then lost: it may have been accepted; lookup settles it
             return Outcome(touch.touch_id, K.unknown, code=type(exc).__name__, message=str(exc) or "no response")

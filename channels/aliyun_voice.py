@@ -21,6 +21,7 @@ from pydantic import Field
 
 from channels.aliyun_signing import GATEWAY_CODES, signed_params
 from channels.base import (
+    NOT_CONNECTED,
     ChannelContext,
     ChannelSettings,
     Inbound,
@@ -28,6 +29,7 @@ from channels.base import (
     OutcomeKind,
     Receipt,
     Touch,
+    not_connected,
 )
 from engine.grammar import GrammarModel, Text
 
@@ -188,8 +190,8 @@ class AliyunVoiceChannel:
             return request
         try:
             response = await client.post(self.base_url, data=self._params("SingleCallByTts", request))
-        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-            return Outcome(touch.touch_id, K.retry, code="CONNECT", message=f"not sent: {type(exc).__name__}")
+        except NOT_CONNECTED as exc:
+            return not_connected(touch.touch_id, exc)
         except httpx.TransportError as exc:  # written, then timed out or dropped: it may have dialled
             return Outcome(touch.touch_id, K.unknown, code="TRANSPORT", message=type(exc).__name__)
         try:

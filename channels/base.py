@@ -14,6 +14,7 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated, Any, Protocol, runtime_checkable
 
+import httpx
 from pydantic import Field
 
 from engine.grammar import GrammarModel
@@ -45,7 +46,8 @@ class Touch:
     address: dict[str, Any]  #: phone, wecom ids, openid: whatever the channel needs
     offer: dict[str, Any] | None = None
     vendor_id: str | None = None  #: set once sent: the vendor's id for it (for receipts and lookups)
-    claimed_at: datetime | None = None  #: when its first send began, when the engine knows it
+    claimed_at: datetime | None = None  #: when its latest send began, when the engine knows it
+    provider: str | None = None  #: the adapter that sent it (or tried to), when the engine knows it
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,19 @@ class Outcome:
     code: str | None = None
     message: str | None = None
     details: dict[str, Any] = field(default_factory=dict)
+    provider: str | None = None  #: the adapter that answered (set by channels whose touches go to one of several)
+
+
+NOT_CONNECTED = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+"""Transport errors raised before the request left this host: the vendor surely did not accept it."""
+
+CONNECT_FAILED = "ConnectFailed"
+"""`Outcome.code` of a `retry` whose request never left this host (the vendor is down or unreachable)."""
+
+
+def not_connected(touch_id: str, exc: Exception) -> Outcome:
+    """The outcome of a send whose connection failed: surely not accepted, so it may be retried."""
+    return Outcome(touch_id, OutcomeKind.retry, code=CONNECT_FAILED, message=f"{type(exc).__name__}: {exc}".rstrip(": "))
 
 
 @dataclass(frozen=True)

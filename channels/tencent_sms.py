@@ -24,6 +24,8 @@ import structlog
 from pydantic import Field
 
 from channels.base import (
+    CONNECT_FAILED,
+    NOT_CONNECTED,
     ChannelContext,
     ChannelSettings,
     Inbound,
@@ -209,8 +211,8 @@ class TencentSmsChannel:
         try:
             async with httpx.AsyncClient(timeout=s.timeout, verify=_tls()) as client:
                 answer = await client.post(self.url, content=payload, headers=headers)
-        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:  # the request never left
-            raise _CallFailed(_K.retry, "ConnectError", f"{action}: cannot connect: {type(exc).__name__}") from exc
+        except NOT_CONNECTED as exc:  # the request never left
+            raise _CallFailed(_K.retry, CONNECT_FAILED, f"{action}: cannot connect: {type(exc).__name__}") from exc
         except httpx.TransportError as exc:  # written, then timed out or reset: may have been accepted
             raise _CallFailed(_K.unknown, type(exc).__name__, f"{action}: no answer after sending") from exc
         if answer.status_code != 200:  # the SDK treats any non-200 as a network error (§0.1)

@@ -29,7 +29,17 @@ import httpx
 import structlog
 from pydantic import Field
 
-from channels.base import ChannelContext, ChannelError, ChannelSettings, Outcome, OutcomeKind, Receipt, Touch
+from channels.base import (
+    NOT_CONNECTED,
+    ChannelContext,
+    ChannelError,
+    ChannelSettings,
+    Outcome,
+    OutcomeKind,
+    Receipt,
+    Touch,
+    not_connected,
+)
 from channels.wechat_token import TokenCache
 from engine.clock import now as clock_now
 from engine.policies import Duration
@@ -189,8 +199,8 @@ class WechatTemplateChannel:
                 try:
                     response = await client.post(f"{self.base_url}/cgi-bin/message/template/send",
                                                  params={"access_token": token}, json=body)
-                except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
-                    return Outcome(touch.touch_id, K.retry, code=type(exc).__name__, message="not sent: no connection")
+                except NOT_CONNECTED as exc:
+                    return not_connected(touch.touch_id, exc)
                 except httpx.TransportError as exc:  # the request may have left: never resend blindly
                     return Outcome(touch.touch_id, K.unknown, code=type(exc).__name__, message=str(exc) or None)
                 outcome = self._outcome(touch, response)

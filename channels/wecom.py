@@ -25,7 +25,17 @@ import certifi
 import httpx
 from pydantic import Field
 
-from channels.base import ChannelContext, ChannelSettings, Inbound, Outcome, OutcomeKind, Receipt, Touch
+from channels.base import (
+    CONNECT_FAILED,
+    NOT_CONNECTED,
+    ChannelContext,
+    ChannelSettings,
+    Inbound,
+    Outcome,
+    OutcomeKind,
+    Receipt,
+    Touch,
+)
 from channels.wechat_token import TokenCache
 from engine.clock import now as clock_now
 from engine.logs import log, mask_secret
@@ -112,8 +122,8 @@ class WecomChannel:
             async with httpx.AsyncClient(base_url=self.base_url, timeout=self.settings.timeout,
                                          verify=self.tls) as client:
                 response = await client.request(method, path, params=params, json=body)
-        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
-            raise _Failure(K.retry, type(exc).__name__, "connection not established") from exc
+        except NOT_CONNECTED as exc:
+            raise _Failure(K.retry, CONNECT_FAILED, f"connection not established: {type(exc).__name__}") from exc
         except httpx.TransportError as exc:  # timeout or reset after the request was written
             raise _Failure(K.unknown, type(exc).__name__, "no answer after the request was sent") from exc
         if response.status_code >= 400:

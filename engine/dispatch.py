@@ -7,8 +7,9 @@
    and jitter, up to `dispatch.max_attempts`;
 3. record: each outcome is written in a transaction shielded from cancellation.
 
-Rows whose lease ran out (their holder died) are settled by the adapter's `lookup`: only
-an authoritative `not_sent` puts a row back in the queue; `unknown` is shown to the operator.
+Rows whose lease ran out (their holder died, or the vendor's answer was lost) are settled by
+the adapter's `lookup`: only an authoritative `not_sent` puts a row back in the queue;
+`unknown` is shown to the operator.
 """
 
 from __future__ import annotations
@@ -45,12 +46,13 @@ ADDRESS_FIELDS: dict[str, tuple[str, ...]] = {
 }
 
 
-def touch_of(row: RowMapping, contact: Mapping[Any, Any] | None, claimed_at: datetime | None = None) -> Touch:
+def touch_of(row: RowMapping, contact: Mapping[Any, Any] | None) -> Touch:
     channel = row["channel"]
     address = {k: (contact or {}).get(k) for k in ADDRESS_FIELDS.get(channel, ())}
     return Touch(touch_id=row["touch_id"], playbook=row["playbook"], member_id=row["member_id"], channel=channel,
                  occurrence=row["occurrence"], message=row["message"] or {}, address=address, offer=row["offer"],
-                 vendor_id=row.get("vendor_id"), claimed_at=claimed_at or row.get("sent_at"))
+                 vendor_id=row.get("vendor_id"), claimed_at=row.get("claimed_at") or row.get("sent_at"),
+                 provider=row.get("provider"))
 
 
 class _ClaimCaps:
@@ -286,7 +288,8 @@ class Dispatcher:
             log.info("channel.resumed", channel=name)
         if outcome.kind == OutcomeKind.sent:
             ledger.settle(conn, touch.touch_id, TouchState.sent, owner=self.owner, sent_at=now, touch_at=now,
-                          vendor_id=outcome.vendor_id, error_code=None, error_message=None)
+                          vendor_id=outcome.vendor_id, provider=outcome.provider, error_code=None,
+                          error_message=None)
             return TouchState.sent
         if outcome.kind == OutcomeKind.failed_member:
             ledger.settle(conn, touch.touch_id, TouchState.failed, owner=self.owner, **error)
@@ -306,22 +309,25 @@ class Dispatcher:
             return "paused"
 
         if outcome.kind == OutcomeKind.unknown:
-            ledger.settle(conn, touch.touch_id, TouchState.unknown, owner=self.owner, **error)
-            return TouchState.unknown
+            # It may have gone out: never resend blindly. The row stays `sending` until its lease
+            # runs out, then the reconciler asks the vendor's query API (which needs a moment to
+            # list a fresh send) and only an authoritative answer settles it.
+            ledger.await_lookup(conn, touch.touch_id, self.owner, now + self.settings.lease,
+                                provider=outcome.provider, **error)
+            return "awaiting_lookup"
         ledger.settle(conn, touch.touch_id, TouchState.failed, owner=self.owner, **error)
         return TouchState.failed
 
     # -- reconciliation -------------------------------------------------------------------------------
     async def reconcile(self) -> int:
         """Settle `sending` rows whose lease ran out, through the adapters' `lookup`."""
-        rows = await asyncio.to_thread(self._take_over_expired)
+        expired = await asyncio.to_thread(self._take_over_expired)
         settled = 0
-        for name in {r["channel"] for r in rows}:
-            mine = [r for r in rows if r["channel"] == name]
+        for name in {t.channel for t in expired}:
             channel = self.channels.get(name)
             if channel is None:
                 continue
-            touches = [touch_of(r, None) for r in mine]
+            touches = [t for t in expired if t.channel == name]
             try:
                 outcomes = await channel.lookup(touches)
             except Exception as exc:  # noqa: BLE001 - no answer: the outcome stays unknown
@@ -331,13 +337,16 @@ class Dispatcher:
             settled += len(outcomes)
         return settled
 
-    def _take_over_expired(self) -> list[RowMapping]:
+    def _take_over_expired(self) -> list[Touch]:
+        """Take over `sending` rows whose lease ran out, as touches with their addresses (a lookup
+        by phone number needs the number: without it, a send that went out could look unsent)."""
         now = self.clock()
         with write_transaction(self.engine) as conn:
             rows = ledger.expired_leases(conn, now, 1000)
             for row in rows:
                 ledger.extend_lease(conn, row["touch_id"], now + self.settings.lease, self.owner)
-            return rows
+            contacts = ledger.contacts(conn, [r["member_id"] for r in rows])
+            return [touch_of(r, contacts.get(r["member_id"])) for r in rows]
 
     def _settle_lookups(self, touches: Sequence[Touch], outcomes: Sequence[Outcome]) -> None:
         now = self.clock()
@@ -347,16 +356,13 @@ class Dispatcher:
                 touch = by_id[outcome.touch_id]
                 if outcome.kind == OutcomeKind.sent:
                     ledger.settle(conn, touch.touch_id, TouchState.sent, owner=self.owner, sent_at=now,
-                                  touch_at=now, vendor_id=outcome.vendor_id)
+                                  touch_at=now, vendor_id=outcome.vendor_id, provider=outcome.provider)
                     state: str = TouchState.sent
                 elif outcome.kind == OutcomeKind.not_sent:
                     ledger.release(conn, touch.touch_id, TouchState.queued, owner=self.owner)
                     state = TouchState.queued
                 else:
-                    ledger.settle(conn, touch.touch_id, TouchState.unknown, owner=self.owner,
-                                  error_code=outcome.code or "lease_expired",
-                                  error_message=outcome.message or "the sender died mid-send; the vendor "
-                                                                   "cannot say whether it was sent")
+                    ledger.settle_unknown(conn, touch.touch_id, self.owner, outcome.code, outcome.message)
                     state = TouchState.unknown
                 self.counts[f"reconciled_{state}"] += 1
                 self._log("touch.reconciled", touch, state)

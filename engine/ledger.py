@@ -239,7 +239,7 @@ def claim_batch(conn: Connection, channel: str, now: datetime, limit: int, lease
         return []
     conn.execute(update(touches).where(touches.c.touch_id.in_(ids))
                  .values(state=TouchState.sending, lease_until=now + lease, lease_owner=owner,
-                         attempts=touches.c.attempts + 1))
+                         claimed_at=now, attempts=touches.c.attempts + 1))
     return list(conn.execute(select(touches).where(touches.c.touch_id.in_(ids))
                              .order_by(touches.c.priority.desc(), touches.c.decided_at, touches.c.touch_id))
                 .mappings())
@@ -253,6 +253,27 @@ def settle(conn: Connection, touch_id: str, state: TouchState, *, owner: str | N
         conditions.append(touches.c.lease_owner == owner)
     result = conn.execute(update(touches).where(*conditions)
                           .values(state=state, lease_until=None, **values))
+    return bool(result.rowcount)
+
+
+def settle_unknown(conn: Connection, touch_id: str, owner: str, code: str | None, message: str | None) -> bool:
+    """Nothing could settle a lost send: `unknown`, for the operator. The send's own error is kept
+    when the lookup gave none (a lost answer); a row with neither had a sender that died mid-send."""
+    result = conn.execute(update(touches).where(
+        touches.c.touch_id == touch_id, touches.c.state == TouchState.sending, touches.c.lease_owner == owner)
+        .values(state=TouchState.unknown, lease_until=None,
+                error_code=code if code else func.coalesce(touches.c.error_code, "lease_expired"),
+                error_message=message if message else func.coalesce(
+                    touches.c.error_message, "the sender died mid-send; the vendor cannot say whether it was sent")))
+    return bool(result.rowcount)
+
+
+def await_lookup(conn: Connection, touch_id: str, owner: str, lookup_at: datetime, **values: Any) -> bool:
+    """Keep a `sending` row whose send outcome is unknown for the reconciler: its lease now ends at
+    `lookup_at`, when the vendor's query API is asked. False when the row is no longer ours."""
+    result = conn.execute(update(touches).where(
+        touches.c.touch_id == touch_id, touches.c.state == TouchState.sending, touches.c.lease_owner == owner)
+        .values(lease_until=lookup_at, **values))
     return bool(result.rowcount)
 
 

@@ -182,7 +182,9 @@ touches = Table(
     Column("lease_until", UtcDateTime),
     Column("lease_owner", String(64)),
     Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("claimed_at", UtcDateTime),  # when its latest claim for sending began (WeChat's dedup window)
     Column("sent_at", UtcDateTime),
+    Column("provider", String(32)),  # the adapter that sent it (the SMS fallback provider, when it was used)
     Column("vendor_id", String(128)),
     Column("error_code", String(64)),
     Column("error_message", Text),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -103,13 +103,44 @@ def test_dispatch__dead_address_fails_and_is_suppressed(tmp_path: Path, db_url: 
     assert [tuple(r) for r in rows] == [("13812345678", "sms", "vendor")]
 
 
-def test_dispatch__unknown_outcome_is_never_resent(tmp_path: Path, db_url: str) -> None:
-    """A send whose outcome is unknown ends `unknown` and a second tick does not send it again."""
+def _drain_at(service: Service, at: datetime) -> dict[str, str]:
+    asyncio.run(service.dispatcher(clock=lambda: at).drain())
+    with service.engine.connect() as conn:
+        return {row.member_id: row.state for row in conn.execute(select(touches.c.member_id, touches.c.state))}
+
+
+def test_dispatch__unknown_outcome_waits_for_lookup_and_is_never_resent(tmp_path: Path, db_url: str) -> None:
+    """A send whose outcome is unknown stays `sending` until its lease runs out; then the vendor's
+    query API (which says nothing definite) leaves it `unknown`, and no later tick sends it again."""
     _members(db_url, "M1")
-    service = _service(tmp_path, db_url, 'outcomes: {M1: [unknown]}')
-    assert _tick(service) == {"M1": "unknown"}
-    assert _tick(service) == {"M1": "unknown"}
+    service = _service(tmp_path, db_url, 'outcomes: {M1: [unknown]}, lookup: unknown')
+    assert _tick(service) == {"M1": "sending"}
+    assert _drain_at(service, AT + timedelta(seconds=3)) == {"M1": "sending"}  # lease 4s: not yet asked
+    assert _drain_at(service, AT + timedelta(seconds=5)) == {"M1": "unknown"}
+    assert _drain_at(service, AT + timedelta(seconds=60)) == {"M1": "unknown"}
     assert sum(len(batch) for batch in StubChannel.calls["sms"]) == 1
+    with service.engine.connect() as conn:
+        row = conn.execute(select(touches.c.error_code)).one()
+    assert row.error_code == "STUB_UNKNOWN"
+
+
+def test_dispatch__unknown_outcome_that_the_vendor_lists_is_sent(tmp_path: Path, db_url: str) -> None:
+    """The answer was lost but the vendor's query API lists the message: `sent`, with no second send."""
+    _members(db_url, "M1")
+    service = _service(tmp_path, db_url, 'outcomes: {M1: [unknown]}, lookup: sent')
+    assert _tick(service) == {"M1": "sending"}
+    assert _drain_at(service, AT + timedelta(seconds=5)) == {"M1": "sent"}
+    assert sum(len(batch) for batch in StubChannel.calls["sms"]) == 1
+
+
+def test_dispatch__unknown_outcome_the_vendor_never_received_is_sent_again_once(tmp_path: Path,
+                                                                                 db_url: str) -> None:
+    """The vendor provably has no such message (`not_sent`): the row goes back to the queue and is sent."""
+    _members(db_url, "M1")
+    service = _service(tmp_path, db_url, 'outcomes: {M1: [unknown, sent]}, lookup: not_sent')
+    assert _tick(service) == {"M1": "sending"}
+    assert _drain_at(service, AT + timedelta(seconds=5)) == {"M1": "sent"}
+    assert sum(len(batch) for batch in StubChannel.calls["sms"]) == 2
 
 
 def test_dispatch__channel_fatal_pauses_and_loses_nothing(tmp_path: Path, db_url: str) -> None:
