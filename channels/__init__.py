@@ -12,6 +12,7 @@ from channels.aliyun_outbound_bot import AliyunOutboundBotChannel
 from channels.aliyun_sms import AliyunSmsChannel
 from channels.aliyun_voice import AliyunVoiceChannel
 from channels.base import Channel, ChannelContext, ChannelSettings
+from channels.fallback import FallbackChannel, resolve_sms_settings
 from channels.log import LogChannel
 from channels.stub import StubChannel
 from channels.tencent_sms import TencentSmsChannel
@@ -30,7 +31,16 @@ ADAPTERS: dict[str, Any] = {
 }
 
 
+resolve_sms_settings(AliyunSmsChannel.Settings, TencentSmsChannel.Settings)
+
+
 def build_channel(name: str, settings: ChannelSettings, context: ChannelContext | None = None) -> Channel:
-    """The adapter for channel `name`, configured by `settings` (already validated)."""
-    channel: Channel = ADAPTERS[settings.adapter](name, settings, context or ChannelContext())
+    """The adapter for channel `name`, configured by `settings` (already validated); with a
+    `fallback:` provider, both behind one `FallbackChannel`."""
+    context = context or ChannelContext()
+    channel: Channel = ADAPTERS[settings.adapter](name, settings, context)
+    fallback = getattr(settings, "fallback", None)
+    if fallback is not None:
+        second: Channel = ADAPTERS[fallback.adapter](name, fallback, context)
+        channel = FallbackChannel(name, channel, settings, second, fallback, context.clock)
     return channel

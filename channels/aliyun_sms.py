@@ -27,7 +27,6 @@ from channels.aliyun_signing import GATEWAY_CODES, signed_params
 from channels.base import (
     NOT_CONNECTED,
     ChannelContext,
-    ChannelSettings,
     Inbound,
     Outcome,
     OutcomeKind,
@@ -36,6 +35,7 @@ from channels.base import (
     Touch,
     not_connected,
 )
+from channels.fallback import SmsSettings
 
 K = OutcomeKind
 
@@ -100,7 +100,7 @@ def classify(code: str, http_status: int) -> OutcomeKind:
     return K.failed
 
 
-class AliyunSmsSettings(ChannelSettings):
+class AliyunSmsSettings(SmsSettings):
     adapter: Literal["aliyun_sms"]
     access_key_id: str
     access_key_secret: str

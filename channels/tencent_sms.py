@@ -27,7 +27,6 @@ from channels.base import (
     CONNECT_FAILED,
     NOT_CONNECTED,
     ChannelContext,
-    ChannelSettings,
     Inbound,
     Outcome,
     OutcomeKind,
@@ -35,6 +34,7 @@ from channels.base import (
     Reply,
     Touch,
 )
+from channels.fallback import SmsSettings
 from channels.tencent_signing import signed_headers
 from engine.grammar import GrammarModel
 from engine.policies import Duration
@@ -134,7 +134,7 @@ class TencentTemplate(GrammarModel):
     """The playbook's parameter names in the order of the template's {1}, {2}, …"""
 
 
-class TencentSmsSettings(ChannelSettings):
+class TencentSmsSettings(SmsSettings):
     adapter: Literal["tencent_sms"]
     secret_id: str
     secret_key: str
