@@ -18,7 +18,7 @@ import httpx
 from pydantic import Field
 
 from engine.grammar import GrammarModel
-from engine.policies import Duration
+from engine.policies import ClockTime, Duration, QuietWindow
 
 
 class OutcomeKind(StrEnum):
@@ -170,3 +170,11 @@ class ChannelSettings(GrammarModel):
     """Seconds per vendor request."""
     pause_for: Duration = timedelta(minutes=10)
     """After a channel-fatal answer (credentials, balance), wait this long, then probe with one send."""
+    send_window: tuple[ClockTime, ClockTime] | None = None
+    """Local hours [start, end) in which the vendor takes these messages (marketing SMS: 08:00–22:00,
+    Beijing time, read in the config's timezone); outside them touches wait (deferred), like quiet hours."""
+
+    @property
+    def vendor_quiet_hours(self) -> QuietWindow | None:
+        """The complement of `send_window`, as a quiet-hours window."""
+        return None if self.send_window is None else (self.send_window[1], self.send_window[0])

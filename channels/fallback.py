@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, time
 from typing import TYPE_CHECKING, Annotated, Any, Union
 
 import structlog
@@ -38,6 +38,7 @@ from channels.base import (
     ReceiptSource,
     Touch,
 )
+from engine.policies import ClockTime
 
 log = structlog.get_logger("siyu.channels.fallback")
 
@@ -47,6 +48,8 @@ K = OutcomeKind
 class SmsSettings(ChannelSettings):
     """Settings every SMS adapter has: an optional second provider."""
 
+    send_window: tuple[ClockTime, ClockTime] | None = (time(8), time(22))
+    """Marketing SMS are accepted 08:00–22:00 only (Tencent MarketingSendTimeConstraint, carriers' rule)."""
     fallback: SmsProviderSettings | None = None
     """A second SMS provider, used when the first is down or out of balance (never both for one touch)."""
 

@@ -101,7 +101,7 @@ def cmd_dry_run(args: argparse.Namespace) -> int:
                     writer.start(p.id)
         for decision in dry_run(engine, playbooks, at, default_timezone=settings.timezone,
                                 links=settings.links, event_window=window, policies=settings.policies,
-                                costs=settings.costs):
+                                costs=settings.costs, vendor_quiet_hours=settings.vendor_quiet_hours):
             writer.write(decision)
         writer.close()
     return 0
@@ -175,7 +175,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
             writer.start(p.id)
     for decision in dry_run(engine, playbooks, at, default_timezone=settings.timezone,
                             links=settings.links, event_window=settings.misfire_grace_td,
-                            policies=settings.policies, costs=settings.costs):
+                            policies=settings.policies, costs=settings.costs,
+                            vendor_quiet_hours=settings.vendor_quiet_hours):
         writer.write(decision)
     print(f"dry-run of {len(playbooks)} playbook(s) at {at.isoformat()}; nothing was sent")
     writer.close()

@@ -20,7 +20,7 @@ from engine.clock import DEFAULT_TIMEZONE, parse_duration, zone
 from engine.errors import ConfigError, PlaybookError, Problem
 from engine.grammar import GrammarModel
 from engine.loader import read_text
-from engine.policies import Duration, PolicySettings
+from engine.policies import Duration, PolicySettings, QuietWindow
 from engine.yamlsource import SourceMap, parse_yaml, validation_problems
 
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -117,6 +117,12 @@ class Settings(GrammarModel):
     def costs(self) -> dict[str, Decimal]:
         """Cost per touch in yuan, by channel name."""
         return {name: channel.cost for name, channel in self.channels.items()}
+
+    @property
+    def vendor_quiet_hours(self) -> dict[str, QuietWindow]:
+        """Per channel, the hours its vendor takes no messages (outside the adapter's `send_window`)."""
+        return {name: window for name, channel in self.channels.items()
+                if (window := channel.vendor_quiet_hours) is not None}
 
     @property
     def misfire_grace_td(self) -> timedelta:

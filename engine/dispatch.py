@@ -180,6 +180,9 @@ class Dispatcher:
 
     def _quiet_windows(self, channel: str, playbook: str) -> list[QuietWindow]:
         windows = [self.policies.quiet_hours[channel]] if channel in self.policies.quiet_hours else []
+        vendor = self.channel_settings[channel].vendor_quiet_hours
+        if vendor is not None:
+            windows.append(vendor)
         book = self.playbooks.get(playbook)
         if book is not None and channel in book.limits.quiet_hours:
             windows.append(book.limits.quiet_hours[channel])

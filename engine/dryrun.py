@@ -18,7 +18,7 @@ from engine.compiler import Frame
 from engine.decisions import Decision, Evaluation
 from engine.gate import EffectivePolicies, LedgerGate
 from engine.playbook import Playbook
-from engine.policies import PolicySettings
+from engine.policies import PolicySettings, QuietWindow
 
 
 def playbook_zone(playbook: Playbook, default: str) -> ZoneInfo:
@@ -32,7 +32,8 @@ def evaluation_order(playbooks: Iterable[Playbook]) -> list[Playbook]:
 
 def dry_run(engine: Engine, playbooks: Iterable[Playbook], at: datetime, *, default_timezone: str,
             links: Mapping[str, str], event_window: timedelta, policies: PolicySettings | None = None,
-            costs: Mapping[str, Decimal] | None = None) -> Iterator[Decision]:
+            costs: Mapping[str, Decimal] | None = None,
+            vendor_quiet_hours: Mapping[str, QuietWindow] | None = None) -> Iterator[Decision]:
     """Every enabled playbook's decisions as of `at` (events due in (at − event_window, at]).
 
     Policies read the ledger (caps, budgets, suppressions, cooldowns) but the dry-run does
@@ -44,6 +45,7 @@ def dry_run(engine: Engine, playbooks: Iterable[Playbook], at: datetime, *, defa
             frame = Frame(at, playbook_zone(playbook, default_timezone), engine.dialect.name)
             evaluation = Evaluation(playbook, frame, links,
                                     event_window if playbook.is_event_triggered else None)
-            gate = LedgerGate(ledger_conn, playbook.id, EffectivePolicies.of(playbook, policies, costs or {}),
+            gate = LedgerGate(ledger_conn, playbook.id, EffectivePolicies.of(playbook, policies, costs or {},
+                                                                            vendor_quiet_hours),
                               now=at, tz=zone(default_timezone))
             yield from evaluation.decisions(conn, gate)

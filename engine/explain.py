@@ -124,7 +124,8 @@ def explain(engine: Engine, playbook: Playbook, member_id: str, at: datetime, se
         rows = conn.execute(compiled.statement).mappings().all()
     decision = None
     for candidate in dry_run(engine, [playbook], at, default_timezone=settings.timezone, links=settings.links,
-                             event_window=window, policies=settings.policies, costs=settings.costs):
+                             event_window=window, policies=settings.policies, costs=settings.costs,
+                             vendor_quiet_hours=settings.vendor_quiet_hours):
         if candidate.member_id == member_id and (event_id is None or candidate.event_id == event_id):
             decision = candidate
             break

@@ -73,9 +73,10 @@ class EffectivePolicies:
     expire_after: timedelta | None
 
     @classmethod
-    def of(cls, playbook: Playbook, policies: PolicySettings, costs: Mapping[str, Decimal]) -> EffectivePolicies:
+    def of(cls, playbook: Playbook, policies: PolicySettings, costs: Mapping[str, Decimal],
+           vendor_quiet_hours: Mapping[str, QuietWindow] | None = None) -> EffectivePolicies:
         quiet: dict[str, list[QuietWindow]] = {}
-        for source in (policies.quiet_hours, playbook.limits.quiet_hours):
+        for source in (policies.quiet_hours, playbook.limits.quiet_hours, vendor_quiet_hours or {}):
             for channel, window in source.items():
                 quiet.setdefault(channel, []).append(window)
         budget = playbook.limits.budget_daily

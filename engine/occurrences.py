@@ -149,7 +149,8 @@ class Evaluator:
         return floor if mark is None or mark > floor else mark
 
     def _decide(self, evaluation: Evaluation, playbook: Playbook, as_of: datetime) -> dict[str, int]:
-        policies = EffectivePolicies.of(playbook, self.settings.policies, self.settings.costs)
+        policies = EffectivePolicies.of(playbook, self.settings.policies, self.settings.costs,
+                                        self.settings.vendor_quiet_hours)
         counts: Counter[str] = Counter()
         config_tz = zone(self.settings.timezone)
         with self.engine.connect() as read:

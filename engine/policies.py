@@ -75,6 +75,12 @@ class Budget(GrammarModel):
 DEFAULT_FREQUENCY = (
     FrequencyRule(channel="any", max=1, per_days=1),
     FrequencyRule(channel="wecom", max=2, per_days=7),
+    # WeCom's receiving cap per customer, corp-wide (vendors.md §1): 4 a month is the strictest rule the
+    # vendor has had; a corp whose admin allows more may raise it. Over the cap, WeCom drops the message.
+    FrequencyRule(channel="wecom", max=4, per_days=30),
+    # Carriers' rule for marketing SMS: at most 3 a day to one number (Tencent FAQ; Aliyun allows 50 a day
+    # per signature and template). The brand's own rule below is stricter over a month.
+    FrequencyRule(channel="sms", max=3, per_days=1),
     FrequencyRule(channel="sms", max=4, per_days=30),
     FrequencyRule(channel="ai_call", max=1, per_days=30),
 )

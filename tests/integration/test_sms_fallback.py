@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from fakes.aliyun_sms import AliyunSmsFake, aliyun_sms_app
 from fakes.server import FakeServer, free_port
 from fakes.tencent_sms import FakeTencentSms
@@ -205,25 +206,26 @@ channels:
 """
 
 
-def test_tick__out_of_balance_primary_sends_through_tencent_and_receipts_come_from_it(
-        tmp_path: Path, db_url: str, aliyun_server: FakeServer, aliyun: AliyunSmsFake,
-        tencent_server: tuple[FakeTencentSms, FakeServer], tencent: FakeTencentSms) -> None:
-    """Aliyun has no balance: every touch is sent once, by Tencent; the ledger names Tencent; the
-    receipt pull asks Tencent, and the rows become delivered."""
+def _service(tmp_path: Path, db_url: str, sms: dict[str, Any], schedule: str = "0 10 * * *") -> Service:
     engine = open_engine(db_url)
     with engine.begin() as conn:
         add_member(conn, "M1", phone="13812345678", nickname="小林")
         add_member(conn, "M2", phone="13912345678", nickname="小王")
     engine.dispose()
     (tmp_path / "playbooks").mkdir()
-    (tmp_path / "playbooks" / "hello.yaml").write_text(PLAYBOOK, encoding="utf-8")
-    import yaml
-
-    config = {"database": {"url": db_url}, "playbooks": str(tmp_path / "playbooks"),
-              "channels": {"sms": sms_settings(aliyun_server.url, tencent_server[1].url)},
+    (tmp_path / "playbooks" / "hello.yaml").write_text(PLAYBOOK.replace("0 10 * * *", schedule), encoding="utf-8")
+    config = {"database": {"url": db_url}, "playbooks": str(tmp_path / "playbooks"), "channels": {"sms": sms},
               "policies": {"frequency": [], "quiet_hours": {}}, "dispatch": {"retry_wait": "0s"}}
     (tmp_path / "siyu.yaml").write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
-    service = Service.load(tmp_path / "siyu.yaml")
+    return Service.load(tmp_path / "siyu.yaml")
+
+
+def test_tick__out_of_balance_primary_sends_through_tencent_and_receipts_come_from_it(
+        tmp_path: Path, db_url: str, aliyun_server: FakeServer, aliyun: AliyunSmsFake,
+        tencent_server: tuple[FakeTencentSms, FakeServer], tencent: FakeTencentSms) -> None:
+    """Aliyun has no balance: every touch is sent once, by Tencent; the ledger names Tencent; the
+    receipt pull asks Tencent, and the rows become delivered."""
+    service = _service(tmp_path, db_url, sms_settings(aliyun_server.url, tencent_server[1].url))
     try:
         aliyun.fail_next("isv.AMOUNT_NOT_ENOUGH", 10)
         service.evaluator(clock=lambda: AT).tick(AT)
@@ -243,5 +245,24 @@ def test_tick__out_of_balance_primary_sends_through_tencent_and_receipts_come_fr
             delivered = {r.member_id: r.delivery for r in conn.execute(select(touches.c.member_id,
                                                                               touches.c.delivery))}
         assert delivered == {"M1": "delivered", "M2": "delivered"}
+    finally:
+        service.engine.dispose()
+
+
+def test_tick__marketing_sms_wait_for_the_vendors_window(tmp_path: Path, db_url: str, aliyun_server: FakeServer,
+                                                         aliyun: AliyunSmsFake) -> None:
+    """With no quiet hours configured at all, a 22:30 SMS still waits for 08:00: the adapter's default
+    `send_window` (08:00–22:00) is the vendors' marketing window; nothing reaches the fake before it."""
+    sms = {k: v for k, v in sms_settings(aliyun_server.url, "").items() if k != "fallback"}
+    service = _service(tmp_path, db_url, sms, schedule="30 22 * * *")
+    late = AT.replace(hour=22, minute=30)
+    try:
+        service.evaluator(clock=lambda: late).tick(late)
+        asyncio.run(service.dispatcher(clock=lambda: late).drain())
+        with service.engine.connect() as conn:
+            rows = conn.execute(select(touches.c.state, touches.c.not_before)).all()
+        next_morning = (late + timedelta(days=1)).replace(hour=8, minute=0)
+        assert [(r.state, r.not_before) for r in rows] == [("deferred", next_morning)] * 2
+        assert aliyun.sends == []
     finally:
         service.engine.dispose()

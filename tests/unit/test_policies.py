@@ -212,3 +212,20 @@ def test_effective_policies__no_limits_is_the_config() -> None:
     assert (got.playbook_budget_e4, got.expire_after, dict(got.channel_budgets_e4)) == (None, None, {})
     assert got.longest_cap_days == 30
     assert EffectivePolicies.of(book(), PolicySettings.model_validate({"frequency": []}), {}).longest_cap_days == 1
+
+
+def test_default_frequency__wecom_receiving_cap_is_four_a_month() -> None:
+    """WeCom's per-customer cap is a default: a customer sent 4 WeCom messages in the last 30 days
+    (never two in a week) gets no fifth; on day 30 the oldest no longer counts."""
+    sent = history(("wecom", 1), ("wecom", 8), ("wecom", 15), ("wecom", 22))
+    assert not frequency_allows(DEFAULT_FREQUENCY, sent, "wecom", TODAY)
+    assert frequency_allows(DEFAULT_FREQUENCY, sent, "sms", TODAY)
+    older = history(("wecom", 8), ("wecom", 15), ("wecom", 22), ("wecom", 30))
+    assert frequency_allows(DEFAULT_FREQUENCY, older, "wecom", TODAY)
+
+
+def test_default_frequency__carriers_three_marketing_sms_a_day() -> None:
+    """Without the brand's one-a-day rule, the carriers' per-number rule still stops a fourth SMS today."""
+    carriers = [r for r in DEFAULT_FREQUENCY if r.channel == "sms" and r.per_days == 1]
+    assert not frequency_allows(carriers, history(("sms", 0), ("sms", 0), ("sms", 0)), "sms", TODAY)
+    assert frequency_allows(carriers, history(("sms", 0), ("sms", 0)), "sms", TODAY)
