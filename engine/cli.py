@@ -297,6 +297,12 @@ def cmd_channel(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_fakes(args: argparse.Namespace) -> int:
+    from engine.fakes import serve
+
+    return serve(args.port, args.db, args.write_config, sys.stdout)
+
+
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
     from engine.store import upgrade
 
@@ -385,6 +391,11 @@ def _parser() -> argparse.ArgumentParser:
     p = command("db", cmd_db_upgrade, "database schema: `siyu db upgrade --db URL`")
     p.add_argument("action", choices=("upgrade",))
     p.add_argument("--db", required=True, help="database URL")
+
+    p = command("fakes", cmd_fakes, "serve fake vendors on 127.0.0.1 for a local trial (until Ctrl-C)")
+    p.add_argument("--port", type=int, default=9100, help="base port: the fakes take port+1 … port+6 (default 9100)")
+    p.add_argument("--write-config", metavar="FILE", help="write a config that points every channel at the fakes")
+    p.add_argument("--db", default="sqlite:///demo.db", help="database URL for that config (default sqlite:///demo.db)")
     return parser
 
 

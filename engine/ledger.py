@@ -325,11 +325,17 @@ def playbook_state_counts(conn: Connection, since: datetime) -> dict[str, dict[s
 
 
 def channel_day(conn: Connection, start: datetime, end: datetime) -> dict[str, dict[str, int]]:
-    """Per channel: touches sent and their cost (1/10,000 yuan) with touch_at in [start, end)."""
-    rows = conn.execute(select(touches.c.channel, func.count(), func.coalesce(func.sum(touches.c.cost_e4), 0))
+    """Per channel: touches sent with touch_at in [start, end), their cost (1/10,000 yuan), and how
+    many of them the vendors reported delivered and undelivered."""
+    def delivery(value: str) -> Any:
+        return func.count(case((touches.c.delivery == value, 1)))
+
+    rows = conn.execute(select(touches.c.channel, func.count(), func.coalesce(func.sum(touches.c.cost_e4), 0),
+                               delivery("delivered"), delivery("undelivered"))
                         .where(touches.c.state == TouchState.sent, touches.c.touch_at >= start,
                                touches.c.touch_at < end).group_by(touches.c.channel))
-    return {channel: {"sent": int(n), "cost_e4": int(cost)} for channel, n, cost in rows}
+    return {channel: {"sent": int(n), "cost_e4": int(cost), "delivered": int(ok), "undelivered": int(bad)}
+            for channel, n, cost, ok, bad in rows}
 
 
 def rows_in_states(conn: Connection, states: Sequence[str], limit: int = 50) -> list[RowMapping]:

@@ -1,5 +1,5 @@
-"""`siyu status`: per playbook the last and next run and today's counts; per channel today's sends
-and spend; rows in `unknown` and `failed`; and the whole ledger's counts by state."""
+"""`siyu status`: per playbook the last and next run and today's counts; per channel today's sends,
+their delivery receipts and spend; rows in `unknown` and `failed`; and the whole ledger's counts by state."""
 
 from __future__ import annotations
 
@@ -51,6 +51,8 @@ def report(engine: Engine, settings: Settings, playbooks: list[Playbook], now: d
         "now": now.astimezone(tz).isoformat(),
         "playbooks": books,
         "channels": {name: {"adapter": cfg.adapter, "sent_today": channels.get(name, {}).get("sent", 0),
+                            "delivered_today": channels.get(name, {}).get("delivered", 0),
+                            "undelivered_today": channels.get(name, {}).get("undelivered", 0),
                             "spend_today": str(Decimal(channels.get(name, {}).get("cost_e4", 0)) / E4_PER_YUAN),
                             "paused": None if name not in pauses else {
                                 "reason": pauses[name]["reason"],
@@ -76,12 +78,13 @@ def render(status: dict[str, Any], out: IO[str]) -> None:
                       p["next_run"] or "-", today)
     console.print(table)
     channels = Table(title="channels today")
-    for column, justify in (("channel", "left"), ("adapter", "left"), ("sent", "right"), ("spend ¥", "right"),
-                            ("state", "left")):
+    for column, justify in (("channel", "left"), ("adapter", "left"), ("sent", "right"), ("delivered", "right"),
+                            ("undelivered", "right"), ("spend ¥", "right"), ("state", "left")):
         channels.add_column(column, justify=justify)  # type: ignore[arg-type]
     for name, c in status["channels"].items():
         state = "ok" if c["paused"] is None else f"PAUSED until {c['paused']['resume_at']}: {c['paused']['reason']}"
-        channels.add_row(name, c["adapter"], f"{c['sent_today']:,}", c["spend_today"], state)
+        channels.add_row(name, c["adapter"], f"{c['sent_today']:,}", f"{c['delivered_today']:,}",
+                         f"{c['undelivered_today']:,}", c["spend_today"], state)
     console.print(channels)
     if status["attention"]:
         rows = Table(title="needs attention (unknown / failed)")
