@@ -393,7 +393,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--db", required=True, help="database URL")
 
     p = command("fakes", cmd_fakes, "serve fake vendors on 127.0.0.1 for a local trial (until Ctrl-C)")
-    p.add_argument("--port", type=int, default=9100, help="base port: the fakes take port+1 … port+6 (default 9100)")
+    p.add_argument("--port", type=int, default=9100, help="base port: the fakes take port+1 … port+6 (default 9100; 0: any free ports)")
     p.add_argument("--write-config", metavar="FILE", help="write a config that points every channel at the fakes")
     p.add_argument("--db", default="sqlite:///demo.db", help="database URL for that config (default sqlite:///demo.db)")
     return parser

@@ -150,12 +150,16 @@ class Daemon:
         tokens = [t for t in (getattr(cfg, "token", None) for cfg in self.service.settings.channels.values()) if t]
         book = ReceiptBook(self.service.engine, self.service.settings.sms_unsubscribe)
         server = callback_server(build_app(book, tokens), listen)
-        log.info("callbacks.listening", listen=listen)
+
         async def serve() -> None:
             with contextlib.suppress(SystemExit):  # uvicorn exits the process when it cannot bind
                 await server.serve()
 
         serving = asyncio.create_task(serve())
+        while not server.started and not serving.done():  # noqa: ASYNC110 - uvicorn sets a plain flag
+            await asyncio.sleep(0.02)
+        if server.started:
+            log.info("callbacks.listening", listen=listen)
         exited = asyncio.create_task(self.exited.wait())
         await asyncio.wait([serving, exited], return_when=asyncio.FIRST_COMPLETED)
         if serving.done():  # uvicorn could not listen (it exits on a bind error)
