@@ -40,7 +40,7 @@ def local_vendors(port: int) -> Any:
                         "run it from a source checkout of Siyu")
     if str(tests) not in sys.path:
         sys.path.insert(0, str(tests))
-    from fakes.local import LocalVendors
+    from fakes.local import LocalVendors  # type: ignore[import-not-found]  # tests/ is not a package
 
     return LocalVendors(port=port)
 
