@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Self
 
+import httpx
+
 from .aliyun_outbound_bot import BotFake
 from .aliyun_sms import AliyunSmsFake, aliyun_sms_app
 from .aliyun_voice import VoiceFake
@@ -54,7 +56,10 @@ class LocalVendors:
     port: int = 9100
     host: str = "127.0.0.1"
     deliver_after: timedelta = timedelta(seconds=2)
+    callbacks: str | None = "http://127.0.0.1:8080"  #: where Siyu serves push callbacks (`http.listen`)
     servers: dict[str, FakeServer] = field(default_factory=dict)
+    _template_seen: dict[str, datetime] = field(default_factory=dict)
+    _template_pushed: set[str] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         c = CREDENTIALS
@@ -112,7 +117,28 @@ class LocalVendors:
         called = sum(job["Status"] == "Scheduling" for job in self.bot.jobs)
         if called:
             self.bot.finish()
-        return {"sms_delivered": delivered, "wecom_confirmed": confirmed, "calls_finished": called}
+        return {"sms_delivered": delivered, "wecom_confirmed": confirmed, "calls_finished": called,
+                "template_pushed": self._push_templates(now, due)}
+
+    def _push_templates(self, now: datetime, due: datetime) -> int:
+        """WeChat has no receipt pull: push TEMPLATESENDJOBFINISH to Siyu's callbacks, as WeChat does.
+        A push Siyu does not acknowledge (not running yet) is tried again on the next settle."""
+        if not self.callbacks:
+            return 0
+        pushed = 0
+        for message in self.wechat.messages:
+            msgid = str(message["msgid"])
+            if msgid in self._template_pushed or self._template_seen.setdefault(msgid, now) > due:
+                continue
+            query, body = self.wechat.push(msgid, "success", message["touser"])
+            try:
+                answer = httpx.post(f"{self.callbacks}/callbacks/wechat", params=query, content=body, timeout=5)
+            except httpx.TransportError:
+                return pushed
+            if answer.status_code == 200:
+                self._template_pushed.add(msgid)
+                pushed += 1
+        return pushed
 
     # -- the config that points Siyu at them ------------------------------------------------------
     def channels(self) -> dict[str, Any]:
