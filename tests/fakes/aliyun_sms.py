@@ -68,6 +68,12 @@ class AliyunSmsFake:
     _recent: deque[float] = field(default_factory=deque)
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(900619746936498440))
 
+    def reset(self) -> None:
+        """Forget every send, request and failure switch (between tests sharing one server)."""
+        for bag in (self.sends, self.requests, self.failures, self._recent):
+            bag.clear()
+        self.drops, self.delay_s, self.max_per_second = 0, 0.0, None
+
     def fail_next(self, code: str, n: int = 1, *, message: str = "injected", status: int = 200) -> None:
         """Answer the next `n` SendSms calls with `code` (nothing is recorded)."""
         self.failures.extend([(code, message, status)] * n)

@@ -41,11 +41,7 @@ def aliyun_server() -> Iterator[FakeServer]:
 @pytest.fixture
 def aliyun(aliyun_server: FakeServer) -> AliyunSmsFake:
     state: AliyunSmsFake = aliyun_server.app.state.sms
-    state.sends.clear()
-    state.requests.clear()
-    state.failures.clear()
-    state._recent.clear()
-    state.drops, state.delay_s, state.max_per_second = 0, 0.0, None
+    state.reset()
     return state
 
 
