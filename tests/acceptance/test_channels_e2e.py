@@ -54,7 +54,7 @@ def vendors() -> Iterator[LocalVendors]:
         yield running
 
 
-def _brand(tmp_path: Path, db_url: str, vendors: LocalVendors, listen: str) -> Path:
+def _brand(tmp_path: Path, db_url: str, vendors: LocalVendors, listen: str, ai_call: str) -> Path:
     engine = open_engine(db_url)
     with engine.begin() as conn:
         for m in MEMBERS:
@@ -73,6 +73,11 @@ def _brand(tmp_path: Path, db_url: str, vendors: LocalVendors, listen: str) -> P
               "policies": {"frequency": [], "quiet_hours": {}}, "http": {"listen": listen},
               "log": {"format": "json", "level": "debug"}, "poll_interval": "1s"}
     config["channels"]["wecom"]["cost"] = 0
+    if ai_call == "aliyun_voice":
+        config["channels"]["ai_call"] = {
+            "adapter": "aliyun_voice", "base_url": vendors.url("aliyun_voice"), "cost": 0.3,
+            "access_key_id": CREDENTIALS["aliyun_key_id"], "access_key_secret": CREDENTIALS["aliyun_key_secret"],
+            "scenarios": {"lapsed_recall": {"tts_code": "TTS_2000001", "called_show_number": "057100000000"}}}
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
     return path
@@ -86,17 +91,20 @@ def _secrets(vendors: LocalVendors) -> dict[str, str]:
     found.update({f"wecom token {i}": t for i, t in enumerate(vendors.wecom.tokens)})
     wechat_tokens = {vendors.wechat._token, *vendors.wechat._old_tokens} - {None}
     found.update({f"wechat token {i}": str(t) for i, t in enumerate(wechat_tokens)})
-    signatures = [r["Signature"] for r in (*vendors.aliyun_sms.requests, *vendors.bot.requests) if "Signature" in r]
+    signatures = [r["Signature"] for r in (*vendors.aliyun_sms.requests, *vendors.bot.requests,
+                                           *vendors.voice.requests) if "Signature" in r]
     found.update({f"aliyun signature {i}": s for i, s in enumerate(signatures)})
     return found
 
 
-def test_tick_run_status__every_channel_on_its_fake(tmp_path: Path, db_url: str, vendors: LocalVendors) -> None:
+@pytest.mark.parametrize("ai_call", ["aliyun_outbound_bot", "aliyun_voice"])
+def test_tick_run_status__every_channel_on_its_fake(tmp_path: Path, db_url: str, vendors: LocalVendors,
+                                                    ai_call: str) -> None:
     """Each of the four touches is sent once, to the right fake, with its rendered payload; receipts
     arrive (SMS, WeCom and the robot by pull, WeChat by push); `siyu status` shows every channel
     sent 1, delivered 1, with its spend; the call outcome is a member event; no secret is logged."""
     listen = f"127.0.0.1:{free_port()}"
-    config = _brand(tmp_path, db_url, vendors, listen)
+    config = _brand(tmp_path, db_url, vendors, listen, ai_call)
     at = datetime.now(SHANGHAI).replace(hour=10, minute=0, second=0, microsecond=0)
     tick = siyu("tick", "--config", str(config), "--at", at.isoformat(), cwd=tmp_path)
     assert tick.returncode == 0, tick.stderr
@@ -120,8 +128,13 @@ def test_tick_run_status__every_channel_on_its_fake(tmp_path: Path, db_url: str,
     assert message["touser"] == "o_member_t1" and message["template_id"] == "tK9w_points_expiring_v1"
     assert message["client_msg_id"] == ledger["T1"].touch_id
     assert message["data"]["thing1"]["value"] == "韩梅梅的积分即将到期"
-    [job] = vendors.bot.jobs
-    assert job["CalledNumber"] == PHONES["C1"] and job["Contact"]["ReferenceId"] == ledger["C1"].touch_id
+    if ai_call == "aliyun_outbound_bot":
+        [job] = vendors.bot.jobs
+        assert job["CalledNumber"] == PHONES["C1"] and job["Contact"]["ReferenceId"] == ledger["C1"].touch_id
+    else:
+        [call] = vendors.voice.calls.values()
+        assert (call["callee"], call["out_id"]) == (PHONES["C1"], ledger["C1"].touch_id)
+        assert call["params"]["TtsCode"] == "TTS_2000001"
 
     # the world answers: carriers deliver, the guide confirms the task, the robot calls
     vendors.settle(datetime.now(SHANGHAI) + timedelta(minutes=1))
@@ -150,8 +163,9 @@ def test_tick_run_status__every_channel_on_its_fake(tmp_path: Path, db_url: str,
                              .where(events.c.type == "ai_call_result")).all()
         result = conn.execute(select(touches.c.vendor_result).where(touches.c.member_id == "C1")).scalar_one()
     engine.dispose()
-    assert [(c.member_id, c.attributes["answered"], c.attributes["intent"]) for c in calls] == [
-        ("C1", True, "interested")]
+    assert [(c.member_id, c.attributes["answered"]) for c in calls] == [("C1", True)]
+    if ai_call == "aliyun_outbound_bot":
+        assert calls[0].attributes["intent"] == "interested"
     assert result["answered"] is True
 
     status = siyu("status", "--config", str(config), "--json", cwd=tmp_path)
