@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import timedelta
 from typing import Any
 
 from starlette.applications import Starlette
@@ -87,9 +88,10 @@ def build_app(book: ReceiptBook, wechat_tokens: Sequence[str] = ()) -> Starlette
     return Starlette(routes=routes)
 
 
-def server(app: Starlette, listen: str) -> Any:
+def server(app: Starlette, listen: str, grace: timedelta) -> Any:
     """A uvicorn server for `app` that leaves signal handling to the daemon (uvicorn would take
-    SIGTERM and SIGINT for itself)."""
+    SIGTERM and SIGINT for itself). Told to exit, it stops listening and gives the requests it
+    has begun `grace` to finish."""
     import contextlib
 
     import uvicorn
@@ -101,4 +103,4 @@ def server(app: Starlette, listen: str) -> Any:
 
     host, _, port = listen.rpartition(":")
     return _Server(uvicorn.Config(app, host=host, port=int(port), log_level="warning", lifespan="off",
-                                  access_log=False))
+                                  access_log=False, timeout_graceful_shutdown=max(1, round(grace.total_seconds()))))

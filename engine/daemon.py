@@ -33,6 +33,10 @@ from engine.service import Service
 from engine.store import is_transient
 from engine.systemd import Notifier
 
+CALLBACK_GRACE = timedelta(seconds=10)
+"""At shutdown, how long vendor pushes already received may take to be written and acknowledged
+(a push cut off is not acknowledged, and the vendor pushes it again)."""
+
 
 class PosixCronTrigger(BaseTrigger):  # type: ignore[misc]
     """An APScheduler trigger driven by engine.cron (POSIX weekday numbering), in the playbook's zone."""
@@ -113,6 +117,11 @@ class Daemon:
         with contextlib.suppress(TimeoutError, asyncio.CancelledError):
             await asyncio.wait_for(asyncio.shield(dispatch), self.service.settings.dispatch.grace.total_seconds())
         self.exited.set()
+        # the callback server stops listening and finishes the pushes it has begun (their
+        # receipts are written and acknowledged) before anything is cancelled
+        callbacks = next(t for t in self.tasks if t.get_name() == "callbacks")
+        with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+            await asyncio.wait_for(asyncio.shield(callbacks), CALLBACK_GRACE.total_seconds() + 1)
         for task in self.tasks:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
@@ -149,7 +158,7 @@ class Daemon:
 
         tokens = [t for t in (getattr(cfg, "token", None) for cfg in self.service.settings.channels.values()) if t]
         book = ReceiptBook(self.service.engine, self.service.settings.sms_unsubscribe)
-        server = callback_server(build_app(book, tokens), listen)
+        server = callback_server(build_app(book, tokens), listen, CALLBACK_GRACE)
 
         async def serve() -> None:
             with contextlib.suppress(SystemExit):  # uvicorn exits the process when it cannot bind
@@ -159,7 +168,8 @@ class Daemon:
         while not server.started and not serving.done():  # noqa: ASYNC110 - uvicorn sets a plain flag
             await asyncio.sleep(0.02)
         if server.started:
-            log.info("callbacks.listening", listen=listen)
+            bound = [sock.getsockname() for srv in server.servers for sock in srv.sockets]
+            log.info("callbacks.listening", listen=listen, bound=[f"{a[0]}:{a[1]}" for a in bound])
         exited = asyncio.create_task(self.exited.wait())
         await asyncio.wait([serving, exited], return_when=asyncio.FIRST_COMPLETED)
         if serving.done():  # uvicorn could not listen (it exits on a bind error)

@@ -47,7 +47,7 @@ from sqlalchemy import update
 
 from engine.clock import parse_duration
 from engine.schema import members
-from engine.store import open_engine
+from engine.store import open_engine, write_transaction
 
 UNIT = ROOT / "packaging" / "siyu.service"
 LOCATED = re.compile(r"(?P<file>[\w./-]+\.ya?ml):(?P<line>\d+):(?P<col>\d+): (?P<message>.+)")
@@ -393,3 +393,55 @@ def test_service_unit__passes_systemd_analyze_verify(tmp_path: Path) -> None:
     output = (result.stdout + result.stderr).strip()
     mine = [line for line in output.splitlines() if "siyu.service" in line]
     assert result.returncode == 0 and not mine, output
+
+
+# --------------------------------------------------------------------------- callbacks at shutdown
+
+
+def test_run__sigterm_with_a_receipt_push_in_flight_answers_it_and_exits_cleanly(
+        tmp_path: Path, sqlite_url: str, daemons: Daemons) -> None:
+    """A vendor's receipt push still being written when SIGTERM arrives (here: waiting for the SQLite
+    write lock) is finished, recorded and acknowledged before the daemon exits 0, with no traceback."""
+    import threading
+    from datetime import UTC, datetime
+
+    import httpx
+    from fakes.aliyun_sms import SentSms, sms_report_body
+    from sqlalchemy import insert, select
+
+    from engine.schema import touches
+
+    write_setup(tmp_path, sqlite_url, {})
+    seed_members(sqlite_url, 1)
+    sent_at = datetime.now(UTC)
+    engine = open_engine(sqlite_url)
+    with engine.begin() as conn:
+        conn.execute(insert(touches).values(
+            touch_id="TPUSH000000001", playbook="p", member_id="M00000", occurrence="o", state="sent",
+            channel="sms", decided_at=sent_at, touch_at=sent_at, sent_at=sent_at, vendor_id="biz-1"))
+    body = sms_report_body([SentSms(phone_of(0), "麦德氏", "SMS_1", {}, "TPUSH000000001", "biz-1",
+                                    sent_at.strftime("%Y%m%d"), sent_at, status=3, err_code="DELIVERED")])
+    daemon = daemons.start()
+    daemon.wait_ready()
+    [listening] = wait_for(lambda: daemon.events("callbacks.listening"), 30, "callbacks.listening")
+    [address] = listening["bound"]
+
+    answers: list[httpx.Response] = []
+    with write_transaction(engine):  # the push's write waits for this lock
+        push = threading.Thread(target=lambda: answers.append(
+            httpx.post(f"http://{address}/callbacks/aliyun/sms-report", content=body, timeout=30)))
+        push.start()
+        time.sleep(0.5)  # the request is in the handler, waiting for the lock
+        daemon.signal(signal.SIGTERM)
+        time.sleep(1.0)
+    push.join(30)
+    assert daemon.wait(30) == 0
+    [answer] = answers
+    assert answer.status_code == 200 and answer.json()["code"] == 0
+    with engine.connect() as conn:
+        assert conn.execute(select(touches.c.delivery).where(touches.c.touch_id == "TPUSH000000001")
+                            ).scalar_one() == "delivered"
+    engine.dispose()
+    stderr = daemon.stderr.read_text(encoding="utf-8")
+    assert "Traceback" not in stderr and "Exception in ASGI application" not in stderr, stderr
+    assert [r["event"] for r in daemon.records()][-1] == "daemon.stopped"
