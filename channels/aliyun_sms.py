@@ -115,6 +115,12 @@ class AliyunSmsSettings(SmsSettings):
     lookup_days: int = Field(2, ge=1, le=30)
     """`lookup` searches this many Shanghai days back (today included) for a lost send."""
     page_size: int = Field(50, ge=1, le=50)
+    query_concurrency: int = Field(20, ge=1, le=200)
+    """QuerySendDetails calls in flight at once (receipt pulls and lookups ask once per phone and day)."""
+
+
+SEND_DAY_SLACK = timedelta(minutes=10)
+"""A send that began this close before midnight may be filed under the next day."""
 
 
 def _shanghai_day(moment: datetime) -> date:
@@ -239,25 +245,42 @@ class AliyunSmsChannel:
                 return found
             page += 1
 
-    async def _by_phone_and_day(self, phones: Iterable[str], days: Sequence[date]
+    def _days(self, touch: Touch, fallback: Sequence[date]) -> list[date]:
+        """The Shanghai days `touch`'s send may be filed under in QuerySendDetails: the day its send
+        began and, across midnight, the next; `fallback` when the engine does not know when it began."""
+        if touch.claimed_at is None:
+            return list(fallback)
+        today = _shanghai_day(self._now())
+        days = {_shanghai_day(touch.claimed_at), _shanghai_day(touch.claimed_at + SEND_DAY_SLACK)}
+        return sorted(d for d in days if d <= today)
+
+    async def _by_phone_and_day(self, keys: Iterable[tuple[str, date]]
                                 ) -> dict[tuple[str, date], list[dict[str, Any]] | None]:
-        keys = [(p, d) for p in sorted(set(phones)) for d in days]
+        """QuerySendDetails for each (phone, day), `query_concurrency` at a time."""
+        wanted = sorted(set(keys))
+        limit = asyncio.Semaphore(self.settings.query_concurrency)
         async with self._client() as client:
-            answers = await asyncio.gather(*(self._details(client, p, d) for p, d in keys))
-        return dict(zip(keys, answers, strict=True))
+
+            async def one(phone: str, day: date) -> list[dict[str, Any]] | None:
+                async with limit:
+                    return await self._details(client, phone, day)
+
+            answers = await asyncio.gather(*(one(p, d) for p, d in wanted))
+        return dict(zip(wanted, answers, strict=True))
 
     async def lookup(self, touches: Sequence[Touch]) -> list[Outcome]:
         today = _shanghai_day(self._now())
-        days = [today - timedelta(days=n) for n in range(self.settings.lookup_days)]
-        phones = [str(t.address["phone"]) for t in touches if t.address.get("phone")]
-        details = await self._by_phone_and_day(phones, days)
+        recent = [today - timedelta(days=n) for n in range(self.settings.lookup_days)]
+        days = {t.touch_id: self._days(t, recent) for t in touches}
+        details = await self._by_phone_and_day((str(t.address["phone"]), d) for t in touches
+                                               if t.address.get("phone") for d in days[t.touch_id])
         out = []
         for t in touches:
             phone = t.address.get("phone")
             if not phone:
                 out.append(Outcome(t.touch_id, K.not_sent, message="no phone number: never sent"))
                 continue
-            answers = [details[(str(phone), d)] for d in days]
+            answers = [details[(str(phone), d)] for d in days[t.touch_id]]
             match = next((r for rows in answers if rows for r in rows if r.get("OutId") == t.touch_id), None)
             if match is not None:
                 out.append(Outcome(t.touch_id, K.sent, vendor_id=match.get("BizId"), code="OK",
@@ -265,21 +288,25 @@ class AliyunSmsChannel:
             elif any(rows is None for rows in answers):
                 out.append(Outcome(t.touch_id, K.unknown, message="QuerySendDetails gave no definite answer"))
             else:
-                out.append(Outcome(t.touch_id, K.not_sent,
-                                   message=f"no OutId {t.touch_id} in {len(days)} day(s) of QuerySendDetails"))
+                out.append(Outcome(t.touch_id, K.not_sent, message=(
+                    f"no OutId {t.touch_id} in QuerySendDetails of {', '.join(map(str, days[t.touch_id]))}")))
         return out
 
     async def pull(self, touches: Sequence[Touch], since: datetime) -> Inbound:
-        """Receipts for `touches` sent since `since` (Aliyun has no reply pull API: replies are pushed)."""
+        """Receipts for `touches` sent since `since`, asking only for the day each was sent (Aliyun
+        has no reply pull API: replies are pushed)."""
         today = _shanghai_day(self._now())
         first = max(_shanghai_day(since), today - timedelta(days=29))
-        days = [first + timedelta(days=n) for n in range((today - first).days + 1)]
-        phones = [str(t.address["phone"]) for t in touches if t.address.get("phone")]
-        details = await self._by_phone_and_day(phones, days)
+        recent = [first + timedelta(days=n) for n in range((today - first).days + 1)]
+        reachable = [t for t in touches if t.address.get("phone")]
+        days = {t.touch_id: [d for d in self._days(t, recent) if d >= first] for t in reachable}
+        details = await self._by_phone_and_day((str(t.address["phone"]), d) for t in reachable
+                                               for d in days[t.touch_id])
         receipts = []
-        for t in touches:
-            phone = t.address.get("phone")
-            rows = [r for d in days for r in (details.get((str(phone), d)) or []) if r.get("OutId") == t.touch_id]
+        for t in reachable:
+            phone = str(t.address["phone"])
+            rows = [r for d in days[t.touch_id] for r in (details.get((phone, d)) or [])
+                    if r.get("OutId") == t.touch_id]
             for row in rows:
                 state = int(row.get("SendStatus") or 0)
                 if state in (2, 3):  # 1 is still waiting for the carrier

@@ -50,7 +50,7 @@ COSTS = {"sms": "0.045", "ai_call": "0.3", "wecom": "0", "template": "0"}
 
 @pytest.fixture
 def vendors() -> Iterator[LocalVendors]:
-    with LocalVendors(port=0, callbacks=None) as running:  # this test pushes WeChat receipts itself
+    with LocalVendors(port=0, callbacks=None) as running:  # pushes wait until the daemon listens
         yield running
 
 
@@ -101,7 +101,8 @@ def _secrets(vendors: LocalVendors) -> dict[str, str]:
 def test_tick_run_status__every_channel_on_its_fake(tmp_path: Path, db_url: str, vendors: LocalVendors,
                                                     ai_call: str) -> None:
     """Each of the four touches is sent once, to the right fake, with its rendered payload; receipts
-    arrive (SMS, WeCom and the robot by pull, WeChat by push); `siyu status` shows every channel
+    arrive (SMS by pull and push, WeCom and the robot by pull, WeChat by push, each push once
+    in effect however often it comes); `siyu status` shows every channel
     sent 1, delivered 1, with its spend; the call outcome is a member event; no secret is logged."""
     listen = f"127.0.0.1:{free_port()}"
     config = _brand(tmp_path, db_url, vendors, listen, ai_call)
@@ -143,6 +144,9 @@ def test_tick_run_status__every_channel_on_its_fake(tmp_path: Path, db_url: str,
     try:
         daemon.wait_ready()
         wait_for(lambda: daemon.events("callbacks.listening"), 30, "callbacks.listening")
+        vendors.callbacks = f"http://{listen}"  # now the fakes push what the vendors push
+        pushed = vendors.settle(datetime.now(SHANGHAI) + timedelta(minutes=2))
+        assert (pushed["sms_reported"], pushed["template_pushed"]) == (1, 1)
         for query, body in vendors.wechat.pushes():
             for _ in range(3):  # pushed three times: the second and third change nothing
                 answer = httpx.post(f"http://{listen}/callbacks/wechat", params=query, content=body, timeout=5)
@@ -178,5 +182,6 @@ def test_tick_run_status__every_channel_on_its_fake(tmp_path: Path, db_url: str,
     # no secret in any log line (and the logs are not empty: the grep is not vacuous)
     text = "\n".join(logs)
     assert text.count('"touch.sent"') == 4 and '"receipts.pulled"' in text and '"callback.applied"' in text
+    assert '"/callbacks/aliyun/sms-report"' in text
     leaks = {name for name, secret in _secrets(vendors).items() if secret and secret in text}
     assert not leaks, f"unmasked in the logs: {sorted(leaks)}"

@@ -60,6 +60,7 @@ class AliyunSmsFake:
     templates: dict[str, list[str]] | None = None  #: approved template code → variables (None: any)
     sends: list[SentSms] = field(default_factory=list)
     requests: list[dict[str, str]] = field(default_factory=list)  #: every verified SendSms parameter set
+    queries: list[dict[str, str]] = field(default_factory=list)  #: every verified QuerySendDetails parameter set
     failures: deque[tuple[str, str, int]] = field(default_factory=deque)  #: (code, message, HTTP status)
     drops: int = 0  #: record the next N sends, then never answer
     delay_s: float = 0.0  #: be slow before answering anything
@@ -70,7 +71,7 @@ class AliyunSmsFake:
 
     def reset(self) -> None:
         """Forget every send, request and failure switch (between tests sharing one server)."""
-        for bag in (self.sends, self.requests, self.failures, self._recent):
+        for bag in (self.sends, self.requests, self.queries, self.failures, self._recent):
             bag.clear()
         self.drops, self.delay_s, self.max_per_second = 0, 0.0, None
 
@@ -214,6 +215,7 @@ def _send_sms(fake: AliyunSmsFake, p: dict[str, str]) -> Response:
 
 
 def _query(fake: AliyunSmsFake, p: dict[str, str]) -> Response:
+    fake.queries.append(dict(p))
     m = PHONE.match(p.get("PhoneNumber", ""))
     if not p.get("SendDate") or m is None:
         return _error("MissingParameter", "PhoneNumber and SendDate are mandatory for this action.")

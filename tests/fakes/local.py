@@ -4,7 +4,8 @@
 official account (+4), the Aliyun outbound robot (+5) and Aliyun voice notifications (+6), each
 with its own fake credentials (`CREDENTIALS`: not secrets, they open nothing but these fakes).
 `settle()` plays the world behind the vendors: carriers deliver the SMS, staff members confirm
-their WeCom tasks, the robot finishes its calls. `channels()` is the `channels:` config block
+their WeCom tasks, the robot finishes its calls, and the receipts Aliyun and WeChat push are
+pushed to Siyu's callbacks. `channels()` is the `channels:` config block
 that points Siyu at them; config.example.yaml carries it, commented (a test keeps them equal).
 """
 
@@ -17,7 +18,7 @@ from typing import Any, Self
 import httpx
 
 from .aliyun_outbound_bot import BotFake
-from .aliyun_sms import AliyunSmsFake, aliyun_sms_app
+from .aliyun_sms import AliyunSmsFake, SentSms, aliyun_sms_app, sms_report_body
 from .aliyun_voice import VoiceFake
 from .server import FakeServer
 from .tencent_sms import FakeTencentSms
@@ -46,6 +47,8 @@ TENCENT_TEMPLATES: dict[str, tuple[str, list[str]]] = {
     "SMS_4820975": ("2000975", ["name", "discount"]),
     "SMS_4820988": ("2000988", ["name", "link"]),
 }
+SMS_REPORT_BATCH = 100
+"""SmsReport receipts per push (Aliyun batches them)."""
 OFFSETS = {"aliyun_sms": 1, "tencent_sms": 2, "wecom": 3, "wechat": 4, "aliyun_outbound_bot": 5, "aliyun_voice": 6}
 
 
@@ -60,6 +63,7 @@ class LocalVendors:
     servers: dict[str, FakeServer] = field(default_factory=dict)
     _template_seen: dict[str, datetime] = field(default_factory=dict)
     _template_pushed: set[str] = field(default_factory=set)
+    _sms_unreported: list[SentSms] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         c = CREDENTIALS
@@ -101,13 +105,15 @@ class LocalVendors:
 
     # -- the world behind the vendors -----------------------------------------------------------
     def settle(self, now: datetime | None = None) -> dict[str, int]:
-        """Deliver what was sent at least `deliver_after` ago; counts of what happened."""
+        """Deliver what was sent at least `deliver_after` ago and push the receipts the vendors push;
+        counts of what happened."""
         now = now or datetime.now(UTC)
         due = now - self.deliver_after
         delivered = 0
         for sms in self.aliyun_sms.sends:
             if sms.status == 1 and sms.sent_at <= due:
                 sms.status, sms.err_code = 3, "DELIVERED"
+                self._sms_unreported.append(sms)
                 delivered += 1
         confirmed = 0
         for msgid, task in list(self.wecom.tasks.items()):
@@ -118,27 +124,44 @@ class LocalVendors:
         if called:
             self.bot.finish()
         return {"sms_delivered": delivered, "wecom_confirmed": confirmed, "calls_finished": called,
-                "template_pushed": self._push_templates(now, due)}
+                "sms_reported": self._push_sms_reports(), "template_pushed": self._push_templates(now, due)}
+
+    def _push_sms_reports(self) -> int:
+        """Aliyun pushes SmsReport receipts in batches to the configured receipt URL (Siyu also pulls
+        QuerySendDetails, which finds whatever a push missed)."""
+        pushed = 0
+        while self._sms_unreported:
+            batch = self._sms_unreported[:SMS_REPORT_BATCH]
+            if not self._push("/callbacks/aliyun/sms-report", sms_report_body(batch)):
+                break
+            del self._sms_unreported[:len(batch)]
+            pushed += len(batch)
+        return pushed
 
     def _push_templates(self, now: datetime, due: datetime) -> int:
-        """WeChat has no receipt pull: push TEMPLATESENDJOBFINISH to Siyu's callbacks, as WeChat does.
-        A push Siyu does not acknowledge (not running yet) is tried again on the next settle."""
-        if not self.callbacks:
-            return 0
+        """WeChat has no receipt pull: push TEMPLATESENDJOBFINISH to Siyu's callbacks, as WeChat does."""
         pushed = 0
         for message in self.wechat.messages:
             msgid = str(message["msgid"])
             if msgid in self._template_pushed or self._template_seen.setdefault(msgid, now) > due:
                 continue
             query, body = self.wechat.push(msgid, "success", message["touser"])
-            try:
-                answer = httpx.post(f"{self.callbacks}/callbacks/wechat", params=query, content=body, timeout=5)
-            except httpx.TransportError:
-                return pushed
-            if answer.status_code == 200:
-                self._template_pushed.add(msgid)
-                pushed += 1
+            if not self._push("/callbacks/wechat", body, query):
+                break
+            self._template_pushed.add(msgid)
+            pushed += 1
         return pushed
+
+    def _push(self, path: str, body: bytes, query: dict[str, str] | None = None) -> bool:
+        """POST one push to Siyu's callbacks: True once acknowledged. A push Siyu does not acknowledge
+        (not running yet, or stopping) is tried again on the next settle, as the vendors retry."""
+        if not self.callbacks:
+            return False
+        try:
+            answer = httpx.post(f"{self.callbacks}{path}", params=query, content=body, timeout=10)
+        except httpx.TransportError:
+            return False
+        return answer.status_code == 200
 
     # -- the config that points Siyu at them ------------------------------------------------------
     def channels(self) -> dict[str, Any]:

@@ -6,6 +6,7 @@ import asyncio
 import json
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -19,6 +20,7 @@ from channels.aliyun_signing import signature, signed_params
 from channels.aliyun_sms import (
     _CODES,
     PUSH_ACK,
+    SHANGHAI,
     AliyunSmsChannel,
     AliyunSmsSettings,
     parse_sms_report,
@@ -211,6 +213,32 @@ def test_pull__delivered_and_undelivered_receipts(server: FakeServer, fake: Aliy
     assert got["t-ok"].delivered and got["t-ok"].status == "DELIVERED"
     assert not got["t-bad"].delivered and got["t-bad"].status == "MK:0001"
     assert inbound.replies == []
+
+
+def test_pull__asks_only_for_the_day_each_touch_was_sent(server: FakeServer, fake: AliyunSmsFake) -> None:
+    """Three days of lookback, 40 touches to 40 phones sent today: 40 QuerySendDetails, all for today."""
+    sms = channel(server, query_concurrency=4)
+    now = datetime.now(UTC)
+    touches = [replace(touch(f"t-{n:02d}", phone=f"1380013{n:04d}"), claimed_at=now) for n in range(40)]
+    asyncio.run(sms.send(touches))
+    for t in touches:
+        fake.settle(t.touch_id, 3)
+    inbound = asyncio.run(sms.pull(touches, now - timedelta(days=3)))
+    assert {r.touch_id for r in inbound.receipts} == {t.touch_id for t in touches}
+    today = now.astimezone(SHANGHAI).strftime("%Y%m%d")
+    assert sorted((q["PhoneNumber"], q["SendDate"]) for q in fake.queries) == sorted(
+        (t.address["phone"], today) for t in touches)
+
+
+def test_lookup__a_send_begun_before_midnight_is_looked_for_on_both_days(
+        server: FakeServer, fake: AliyunSmsFake) -> None:
+    """Begun at 23:55 Shanghai two days ago: Aliyun may file it under that day or the next; no other day is asked."""
+    day = datetime.now(SHANGHAI).date() - timedelta(days=2)
+    claimed = datetime(day.year, day.month, day.day, 23, 55, tzinfo=SHANGHAI)
+    [outcome] = asyncio.run(channel(server).lookup([replace(touch("t-midnight"), claimed_at=claimed)]))
+    assert outcome.kind == OutcomeKind.not_sent
+    assert sorted(q["SendDate"] for q in fake.queries) == [
+        f"{d:%Y%m%d}" for d in (day, day + timedelta(days=1))]
 
 
 def test_push__sms_report_and_sms_up_parse(server: FakeServer, fake: AliyunSmsFake) -> None:
