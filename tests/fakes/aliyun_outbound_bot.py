@@ -18,11 +18,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from starlette.applications import Starlette
-from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
 
-from .aliyun_voice import PHONE, DropResponse, Failure, check_signed, error, form_params
+from .aliyun_voice import PHONE, DropResponse, Failure, error, rpc_app
 
 
 @dataclass
@@ -138,22 +136,11 @@ class BotFake:
                                       "PageNumber": int(p.get("PageNumber", "1")),
                                       "PageSize": int(p.get("PageSize", "10"))}})
 
-    async def _endpoint(self, request: Request) -> Response:
-        p = await form_params(request)
-        rejected = check_signed(p, self.secrets, self.nonces)
-        if rejected is not None:
-            return rejected
-        self.requests.append(p)
-        if p.get("Version") != "2019-12-26":
-            return error("InvalidVersion")
-        if p.get("Action") == "AssignJobs":
-            return await self._assign(p)
-        if p.get("Action") == "QueryJobsWithResult":
-            return self._query(p)
-        return error("InvalidAction.NotFound", http_status=404)
-
     def app(self) -> Starlette:
-        return Starlette(routes=[Route("/", self._endpoint, methods=["GET", "POST"])])
+        async def query(p: dict[str, str]) -> Response:
+            return self._query(p)
+        return rpc_app("2019-12-26", {"AssignJobs": self._assign, "QueryJobsWithResult": query},
+                       self.secrets, self.nonces, self.requests)
 
 
 def outbound_bot_app(fake: BotFake) -> Starlette:

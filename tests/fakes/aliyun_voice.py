@@ -14,6 +14,7 @@ import asyncio
 import json
 import re
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -98,6 +99,31 @@ async def form_params(request: Request) -> dict[str, str]:
     params = dict(parse_qsl((await request.body()).decode(), keep_blank_values=True))
     params.update(request.query_params)
     return params
+
+
+Action = Callable[[dict[str, str]], Awaitable[Response]]
+
+
+def rpc_app(version: str, actions: dict[str, Action], secrets: dict[str, str], nonces: set[str],
+            requests: list[dict[str, str]]) -> Starlette:
+    """One Aliyun RPC endpoint at `/`, as the gateway serves it: the signature, timestamp and nonce
+    are checked, the request recorded in `requests`, the `Version` checked, then the `Action`
+    answered from `actions`."""
+
+    async def endpoint(request: Request) -> Response:
+        p = await form_params(request)
+        rejected = check_signed(p, secrets, nonces)
+        if rejected is not None:
+            return rejected
+        requests.append(p)
+        if p.get("Version") != version:
+            return error("InvalidVersion")
+        action = actions.get(p.get("Action", ""))
+        if action is None:
+            return error("InvalidAction.NotFound", http_status=404)
+        return await action(p)
+
+    return Starlette(routes=[Route("/", endpoint, methods=["GET", "POST"])])
 
 
 @dataclass
@@ -185,22 +211,11 @@ class VoiceFake:
         return JSONResponse({"Code": "OK", "Message": "OK", "RequestId": str(uuid.uuid4()),
                              "Data": json.dumps(data, ensure_ascii=False)})
 
-    async def _endpoint(self, request: Request) -> Response:
-        p = await form_params(request)
-        rejected = check_signed(p, self.secrets, self.nonces)
-        if rejected is not None:
-            return rejected
-        self.requests.append(p)
-        if p.get("Version") != "2017-05-25":
-            return error("InvalidVersion")
-        if p.get("Action") == "SingleCallByTts":
-            return await self._single_call(p)
-        if p.get("Action") == "QueryCallDetailByCallId":
-            return self._detail(p)
-        return error("InvalidAction.NotFound", http_status=404)
-
     def app(self) -> Starlette:
-        return Starlette(routes=[Route("/", self._endpoint, methods=["GET", "POST"])])
+        async def detail(p: dict[str, str]) -> Response:
+            return self._detail(p)
+        return rpc_app("2017-05-25", {"SingleCallByTts": self._single_call, "QueryCallDetailByCallId": detail},
+                       self.secrets, self.nonces, self.requests)
 
 
 def aliyun_voice_app(fake: VoiceFake) -> Starlette:
