@@ -1,0 +1,27 @@
+-- points-expiring: at least 500 points expiring from today through the 30th local day from today;
+-- not tagged do_not_disturb.
+WITH candidates AS (
+    SELECT member_id FROM members
+    WHERE points_expiring IS NOT NULL AND points_expiring >= 500
+      AND points_expire_at IS NOT NULL AND points_expire_at >= :d0 AND points_expire_at < :dm31
+),
+per_platform AS (
+    SELECT o.member_id, o.platform, count(*) AS n, sum(o.amount_fen) AS fen, max(o.paid_at) AS last_paid_at
+    FROM orders o JOIN candidates c ON c.member_id = o.member_id
+    WHERE o.status = 'paid' AND o.paid_at IS NOT NULL AND o.paid_at <= :at
+    GROUP BY o.member_id, o.platform
+),
+stats AS (
+    SELECT member_id, sum(n) AS order_count, sum(fen) AS total_fen, max(last_paid_at) AS last_purchase_at,
+           max(CASE WHEN rk = 1 THEN platform END) AS habitual_platform
+    FROM (SELECT p.*, row_number() OVER (PARTITION BY member_id ORDER BY n DESC, last_paid_at DESC, platform) AS rk
+          FROM per_platform p) ranked
+    GROUP BY member_id
+)
+SELECT m.member_id, m.phone, m.sms_opt_out, m.call_opt_out, m.wecom_external_userid, m.wecom_staff_userid,
+       m.oa_openid, m.oa_subscribed, s.order_count, s.total_fen, s.habitual_platform
+FROM candidates c
+JOIN members m ON m.member_id = c.member_id
+LEFT JOIN stats s ON s.member_id = m.member_id
+WHERE NOT EXISTS (SELECT 1 FROM member_tags t WHERE t.member_id = m.member_id AND t.tag = 'do_not_disturb')
+ORDER BY m.member_id
