@@ -265,11 +265,15 @@ class _Compiler:
         return func.coalesce(stats.c[f"n_{i}"], 0), func.coalesce(stats.c[f"fen_{i}"], 0)
 
     # -- leaves -------------------------------------------------------------------------------
-    def _matching_lines(self, f: a.PurchaseFilter) -> tuple[FromClause, list[ColumnElement[bool]], Any]:
-        """The member's paid order lines matching `f`: (FROM, conditions, the paid_at column)."""
-        o = orders.alias("o")
+    def _matching_lines(self, f: a.PurchaseFilter, o: Any = None) -> tuple[FromClause, list[ColumnElement[bool]], Any]:
+        """The member's paid order lines matching `f`: (FROM, conditions, the paid_at column).
+        Given the orders alias `o`, every member's lines (not correlated to the member row)."""
+        correlated = o is None
+        o = orders.alias("o") if o is None else o
         source: FromClause = o
-        conditions = [o.c.member_id == self.m.c.member_id, paid_by(o, self.at)]
+        conditions = [paid_by(o, self.at)]
+        if correlated:
+            conditions.insert(0, o.c.member_id == self.m.c.member_id)
         if f.platform is not None:
             conditions.append(o.c.platform == f.platform)
         if f.category is not None or f.sku is not None or f.trial is not None:
@@ -337,30 +341,36 @@ class _Compiler:
         t = member_tags.alias("t")
         return exists().where(t.c.member_id == self.m.c.member_id, t.c.tag == leaf.tag), None
 
-    def _leaf_event(self, leaf: a.HadEvent, stats: FromClause, event_row: Any) -> tuple[Any, Any]:
-        f = leaf.event
-        e = events.alias("e")
-        conditions = [e.c.member_id == self.m.c.member_id, e.c.type == f.type, e.c.occurred_at <= self.at,
-                      _in_bounds(e.c.occurred_at, self.frame.bounds(f))]
+    def _events_matching(self, e: FromClause, f: a.EventFilter) -> list[ColumnElement[bool]]:
+        conditions = [e.c.type == f.type, e.c.occurred_at <= self.at, _in_bounds(e.c.occurred_at, self.frame.bounds(f))]
         for key, value in (f.where or {}).items():
             conditions.append(text_of_json(e.c.attributes, key, self.frame.dialect) == value)
+        return conditions
+
+    def _leaf_event(self, leaf: a.HadEvent, stats: FromClause, event_row: Any) -> tuple[Any, Any]:
+        e = events.alias("e")
+        conditions = [e.c.member_id == self.m.c.member_id, *self._events_matching(e, leaf.event)]
         return exists().where(*conditions), select(func.max(e.c.occurred_at)).where(*conditions).scalar_subquery()
+
+    def _live_coupons(self, c: FromClause, f: a.CouponExpiring) -> list[ColumnElement[bool]]:
+        """Issued, unredeemed coupons in `c` that expire after now and within `f`'s days."""
+        return [or_(c.c.issued_at.is_(None), c.c.issued_at <= self.at),
+                or_(c.c.redeemed_at.is_(None), c.c.redeemed_at > self.at),
+                c.c.expires_at > self.at,
+                c.c.expires_at < self.frame.day_start(-f.within_days - 1)]
 
     def _leaf_coupon_expiring(self, leaf: a.HasCouponExpiring, stats: FromClause, event_row: Any) -> tuple[Any, Any]:
         c = coupons.alias("c")
-        conditions = [c.c.member_id == self.m.c.member_id,
-                      or_(c.c.issued_at.is_(None), c.c.issued_at <= self.at),
-                      or_(c.c.redeemed_at.is_(None), c.c.redeemed_at > self.at),
-                      c.c.expires_at > self.at,
-                      c.c.expires_at < self.frame.day_start(-leaf.coupon_expiring.within_days - 1)]
+        conditions = [c.c.member_id == self.m.c.member_id, *self._live_coupons(c, leaf.coupon_expiring)]
         return exists().where(*conditions), select(func.min(c.c.expires_at)).where(*conditions).scalar_subquery()
 
+    def _points_expiring(self, m: FromClause, f: a.PointsExpiring) -> ColumnElement[bool]:
+        return and_(m.c.points_expiring.is_not(None), m.c.points_expiring >= f.min_points,
+                    m.c.points_expire_at.is_not(None), m.c.points_expire_at >= self.frame.day_start(0),
+                    m.c.points_expire_at < self.frame.day_start(-f.within_days - 1))
+
     def _leaf_points_expiring(self, leaf: a.HasPointsExpiring, stats: FromClause, event_row: Any) -> tuple[Any, Any]:
-        f, m = leaf.points_expiring, self.m
-        predicate = and_(m.c.points_expiring.is_not(None), m.c.points_expiring >= f.min_points,
-                         m.c.points_expire_at.is_not(None), m.c.points_expire_at >= self.frame.day_start(0),
-                         m.c.points_expire_at < self.frame.day_start(-f.within_days - 1))
-        return predicate, m.c.points_expire_at
+        return self._points_expiring(self.m, leaf.points_expiring), self.m.c.points_expire_at
 
     def _leaf_reachable(self, leaf: a.Reachable, stats: FromClause, event_row: Any) -> tuple[Any, Any]:
         return or_(*(reachable(ch, self.m) for ch in leaf.channels())), None
@@ -396,6 +406,43 @@ class _Compiler:
             "between": lambda ab: and_(at_least(ab[0]), at_most(ab[1])),
         }
         return and_(joined.is_not(None), *(build[op](value) for op, value in ops.operators()))
+
+    # -- who can match at all ------------------------------------------------------------------
+    def candidates(self, audience: a.Group) -> Select[Any] | None:
+        """The member ids that one necessary condition admits (a leaf of the top-level `all`),
+        read from an index: the day's orders by paid_at, coupons by expires_at, events by type
+        and time, points by expiry, a tag. The per-member aggregation and every other check then
+        run for those members only, not for all of them (sql-notes: drive from the selective
+        side). None when no such leaf can say: the audience is judged over every member."""
+        found = [option for leaf in (audience.all or []) if not isinstance(leaf, a.Group)
+                 for option in [self._candidates_of(leaf)] if option is not None]
+        return min(found, key=lambda option: option[0])[1] if found else None
+
+    def _candidates_of(self, leaf: Any) -> tuple[int, Select[Any]] | None:
+        """(how selective it usually is: lower is narrower, the candidates) for one leaf, or None."""
+        if leaf.kind in ("purchased", "last_purchase"):
+            f = leaf.arg
+            bounds = self.frame.bounds(f)
+            if bounds is None:
+                return None
+            o = orders.alias("candidate_orders")
+            source, conditions, paid_at = self._matching_lines(f, o)
+            near, far = f.day_range()
+            return (0 if far - near < 7 else 2), (select(o.c.member_id).select_from(source)
+                                                  .where(*conditions, _in_bounds(paid_at, bounds)))
+        if leaf.kind == "coupon_expiring":
+            c = coupons.alias("candidate_coupons")
+            return 0, select(c.c.member_id).where(*self._live_coupons(c, leaf.arg))
+        if leaf.kind == "event" and self.frame.bounds(leaf.arg) is not None:
+            e = events.alias("candidate_events")
+            return 1, select(e.c.member_id).where(*self._events_matching(e, leaf.arg))
+        if leaf.kind == "points_expiring":
+            m = members.alias("candidate_members")
+            return 3, select(m.c.member_id).where(self._points_expiring(m, leaf.arg))
+        if leaf.kind == "tag":
+            t = member_tags.alias("candidate_tags")
+            return 4, select(t.c.member_id).where(t.c.tag == leaf.arg)
+        return None
 
     # -- the tree -----------------------------------------------------------------------------
     def condition(self, node: Any, stats: FromClause, event_row: FromClause | None) -> ColumnElement[bool]:
@@ -445,6 +492,18 @@ def _undecided(playbook: Playbook, m: FromClause, occurrence: Any) -> ColumnElem
                                t.c.occurrence == occurrence))
 
 
+def _due_events(playbook: Playbook, frame: Frame, event_row: FromClause, window: timedelta | None,
+                explain_event: str | None) -> list[ColumnElement[bool]]:
+    """The trigger's events: its type, due in the window (if any), or the one being explained."""
+    due = [event_row.c.type == playbook.trigger.event]
+    if explain_event is not None:
+        due.append(event_row.c.event_id == explain_event)
+    if window is not None:
+        lo, hi = event_bounds(playbook, frame.at, window)
+        due += [event_row.c.occurred_at > lo, event_row.c.occurred_at <= hi]
+    return due
+
+
 def compile_audience(playbook: Playbook, frame: Frame, *, event_window: timedelta | None = None,
                      explain_member: str | None = None, explain_event: str | None = None,
                      skip_decided: str | None = None) -> CompiledAudience:
@@ -465,15 +524,13 @@ def compile_audience(playbook: Playbook, frame: Frame, *, event_window: timedelt
     restrict: Any = None
     event_filters: list[ColumnElement[bool]] = []
     if event_row is not None:
-        event_filters.append(event_row.c.type == playbook.trigger.event)
-        if explain_event is not None:
-            event_filters.append(event_row.c.event_id == explain_event)
-        if event_window is not None:
-            lo, hi = event_bounds(playbook, frame.at, event_window)
-            event_filters += [event_row.c.occurred_at > lo, event_row.c.occurred_at <= hi]
+        event_filters = _due_events(playbook, frame, event_row, event_window, explain_event)
         restrict = select(event_row.c.member_id).where(*event_filters)
+    candidates: Select[Any] | None = None
     if explain_member is not None:
         restrict = [explain_member]
+    elif event_row is None:
+        restrict = candidates = compiler.candidates(playbook.audience)
     stats = compiler.stats(restrict)
     predicate = compiler.condition(playbook.audience, stats, event_row)
 
@@ -509,6 +566,8 @@ def compile_audience(playbook: Playbook, frame: Frame, *, event_window: timedelt
         where.append(m.c.member_id == explain_member)
     else:
         where.append(predicate)
+    if candidates is not None:
+        where.append(m.c.member_id.in_(candidates))
     if skip_decided is not None:
         where.append(_undecided(playbook, m, event_row.c.event_id if event_row is not None else skip_decided))
     statement = select(*columns).select_from(source).where(*where).order_by(*order)

@@ -12,6 +12,7 @@ from zoneinfo import ZoneInfo
 
 from freezegun import freeze_time
 from scenario import (
+    AT,
     PHONE,
     add_coupon,
     add_event,
@@ -25,6 +26,8 @@ from scenario import (
     playbook,
 )
 from sqlalchemy import Connection, Engine
+
+from engine.compiler import Frame, compile_audience
 
 MILK = ("pet_milk", "milk-800g", False)
 MILK_TRIAL = ("pet_milk", "milk-trial-50g", True)
@@ -712,3 +715,52 @@ def test_groups__leaves_of_different_kinds_combine(db: Engine) -> None:
           - tag: do_not_disturb
         """)
     assert {d.member_id for d in decide(db, book)} == {"DUE_WECOM", "DUE_SMS"}
+
+
+# --------------------------------------------------------------------------- candidates first
+
+def test_candidates__an_expiring_coupon_limits_who_is_aggregated_and_the_audience_is_unchanged(db: Engine) -> None:
+    """With a coupon_expiring leaf at the top, the statement starts from the expiring coupons (its
+    index), and the order aggregation behind avg_order_value and the decision's facts covers
+    those members only; who matches is exactly what the leaves say."""
+    audience = """
+    all:
+      - coupon_expiring: {within_days: 3}
+      - avg_order_value: {gte: 100}
+    """
+    with db.begin() as conn:
+        for member, coupon, amounts in (("BOTH", True, ("150", "90")), ("NO_COUPON", False, ("150",)),
+                                        ("SMALL_ORDERS", True, ("50", "60"))):
+            add_member(conn, member)
+            if coupon:
+                add_coupon(conn, member, expires_at=days_ago(-2))
+            for n, amount in enumerate(amounts):
+                add_order(conn, member, paid_at=days_ago(10 + n), amount_yuan=amount, platform="jd")
+    book = audience_playbook(audience)
+    statement = compile_audience(book, Frame(AT, ZoneInfo("Asia/Shanghai"), db.dialect.name)).statement
+    assert "candidate_coupons" in str(statement)
+    [decision] = decide(db, book)
+    assert decision.member_id == "BOTH"
+    assert decision.why["order_count"] == 2 and decision.why["habitual_platform"] == "jd"
+
+
+def test_candidates__only_a_necessary_leaf_restricts(db: Engine) -> None:
+    """A tag under `any` or `none` says nothing about who can match: no restriction, the same
+    members as before (an untagged member matches through the other branch)."""
+    audience = """
+    any:
+      - tag: vip
+      - order_count: {gte: 1}
+    none:
+      - tag: blocked
+    """
+    with db.begin() as conn:
+        add_member(conn, "VIP", tags=["vip"])
+        add_member(conn, "BUYER")
+        add_order(conn, "BUYER", paid_at=days_ago(3))
+        add_member(conn, "BLOCKED_VIP", tags=["vip", "blocked"])
+        add_member(conn, "NOBODY")
+    book = audience_playbook(audience)
+    statement = compile_audience(book, Frame(AT, ZoneInfo("Asia/Shanghai"), db.dialect.name)).statement
+    assert "candidate_" not in str(statement)
+    assert matching(db, audience) == {"VIP", "BUYER"}
