@@ -54,6 +54,8 @@ def compiled(source: str) -> Template:
 def render_value(value: Any, context: Mapping[str, Any]) -> Any:
     """Render every string inside `value` (a message payload), keeping its shape."""
     if isinstance(value, str):
+        if "{" not in value:  # plain text (a template code, a fixed phrase): nothing to render
+            return value
         return compiled(value).render(context)
     if isinstance(value, dict):
         return {k: render_value(v, context) for k, v in value.items()}
