@@ -118,13 +118,22 @@ class _Builder:
         return out
 
 
+COMPOSER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+"""libyaml's parser when PyYAML has it (about 15× faster, same nodes and marks), else PyYAML's own."""
+
+
 def parse_yaml(text: str, file: str, error: type[ProblemsError], what: str = "playbook") -> tuple[Any, SourceMap]:
     """Parse one YAML document; `error` (located problems) for anything malformed."""
     try:
-        documents = list(yaml.compose_all(text, Loader=yaml.SafeLoader))
+        documents = list(yaml.compose_all(text, Loader=COMPOSER))
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
-        line, col = (mark.line + 1, mark.column + 1) if mark else (None, None)
+        lines = text.splitlines() or [""]
+        if mark is not None and mark.line >= len(lines):  # the end of input: where the open construct began
+            mark = exc.context_mark if exc.context_mark is not None and exc.context_mark.line < len(lines) else None
+            line, col = (mark.line + 1, mark.column + 1) if mark else (len(lines), len(lines[-1]) + 1)
+        else:
+            line, col = (mark.line + 1, mark.column + 1) if mark else (None, None)
         detail = exc.problem or exc.context or "malformed YAML"
         raise error([Problem(file, line, col, f"malformed YAML: {detail}")]) from None
     except yaml.YAMLError as exc:
