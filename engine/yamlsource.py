@@ -129,6 +129,8 @@ def parse_yaml(text: str, file: str, error: type[ProblemsError], what: str = "pl
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         lines = text.splitlines() or [""]
+        line: int | None
+        col: int | None
         if mark is not None and mark.line >= len(lines):  # the end of input: where the open construct began
             mark = exc.context_mark if exc.context_mark is not None and exc.context_mark.line < len(lines) else None
             line, col = (mark.line + 1, mark.column + 1) if mark else (len(lines), len(lines[-1]) + 1)
