@@ -80,8 +80,11 @@ def siyu_ids(url: str, playbook_id: str, moment: Moment) -> list[str]:
     playbook = load_file(playbook_path(playbook_id)).playbook
     engine = open_engine(url)
     compiled = compile_audience(playbook, Frame(moment.at, TZ, engine.dialect.name))
-    with engine.connect() as conn:
-        return [r.member_id for r in conn.execute(compiled.statement)]
+    try:
+        with engine.connect() as conn:
+            return [r.member_id for r in conn.execute(compiled.statement)]
+    finally:
+        engine.dispose()
 
 
 def playbook_path(playbook_id: str) -> Path:
@@ -103,8 +106,12 @@ def sql_ids(url: str, playbook: str, moment: Moment) -> list[str]:
     sql = reference_sql(playbook)
     params = moment.parameters(sql)
     statement = text(sql).bindparams(*(bindparam(name, type_=UtcDateTime) for name in params))
-    with open_engine(url).connect() as conn:
-        return [r.member_id for r in conn.execute(statement, params)]
+    engine = open_engine(url)
+    try:
+        with engine.connect() as conn:
+            return [r.member_id for r in conn.execute(statement, params)]
+    finally:
+        engine.dispose()
 
 
 def duckdb_ids(parquet: Path, playbook: str, moment: Moment) -> list[str]:

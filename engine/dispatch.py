@@ -190,6 +190,9 @@ class Dispatcher:
 
     def _claim(self, name: str) -> list[Touch]:
         now = self.clock()
+        with self.engine.connect() as conn:  # idle: one read, no write lock taken every second
+            if not ledger.claim_has_work(conn, name, now):
+                return []
         with write_transaction(self.engine) as conn:
             ledger.expire_deferred(conn, now)
             limit = self._claim_limit(conn, name, now)

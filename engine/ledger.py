@@ -24,7 +24,20 @@ from enum import StrEnum
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Connection, and_, case, delete, func, insert, or_, select, text, update
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    and_,
+    case,
+    delete,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import RowMapping
 
@@ -221,6 +234,21 @@ def advance_watermark(conn: Connection, name: str, value: datetime) -> None:
 
 # --------------------------------------------------------------------------- dispatch
 
+def _due(channel: str, now: datetime) -> ColumnElement[bool]:
+    """Rows of `channel` a claim would take: queued, or deferred whose `not_before` has come."""
+    return and_(touches.c.channel == channel,
+                or_(touches.c.state == TouchState.queued,
+                    and_(touches.c.state == TouchState.deferred, touches.c.not_before <= now)))
+
+
+def claim_has_work(conn: Connection, channel: str, now: datetime) -> bool:
+    """Would a claim of `channel` now find anything to do (a due row, or a deferred row to expire)?
+    One indexed read, so an idle dispatcher polls without taking the write lock."""
+    expiring = and_(touches.c.state == TouchState.deferred, touches.c.expires_at.is_not(None),
+                    touches.c.expires_at <= now)
+    return conn.execute(select(literal(1)).where(or_(_due(channel, now), expiring)).limit(1)).first() is not None
+
+
 def claim_batch(conn: Connection, channel: str, now: datetime, limit: int, lease: timedelta,
                 owner: str) -> list[RowMapping]:
     """Claim up to `limit` due rows of `channel` for sending: they become `sending` under a lease.
@@ -229,9 +257,7 @@ def claim_batch(conn: Connection, channel: str, now: datetime, limit: int, lease
     the order they were decided in. On PostgreSQL, SKIP LOCKED lets replicas share the queue.
     The caller commits before calling the adapter.
     """
-    due = or_(touches.c.state == TouchState.queued,
-              and_(touches.c.state == TouchState.deferred, touches.c.not_before <= now))
-    candidates = (select(touches.c.touch_id).where(touches.c.channel == channel, due)
+    candidates = (select(touches.c.touch_id).where(_due(channel, now))
                   .order_by(touches.c.priority.desc(), touches.c.decided_at, touches.c.touch_id)
                   .limit(limit).with_for_update(skip_locked=True))
     ids = [row[0] for row in conn.execute(candidates)]
@@ -305,6 +331,18 @@ def expire_deferred(conn: Connection, now: datetime) -> int:
         touches.c.state == TouchState.deferred, touches.c.expires_at.is_not(None), touches.c.expires_at <= now)
         .values(state=TouchState.suppressed, reason="expired"))
     return int(result.rowcount or 0)
+
+
+def event_types_between(conn: Connection, types: Iterable[str], after: datetime, until: datetime) -> set[str]:
+    """Which of `types` have an event with occurred_at in (after, until] (the (type, occurred_at)
+    index answers each type with one probe)."""
+    found = set()
+    for kind in sorted(set(types)):
+        hit = conn.execute(select(literal(1)).where(events.c.type == kind, events.c.occurred_at > after,
+                                                    events.c.occurred_at <= until).limit(1)).first()
+        if hit is not None:
+            found.add(kind)
+    return found
 
 
 # --------------------------------------------------------------------------- reports

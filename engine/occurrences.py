@@ -108,12 +108,25 @@ class Evaluator:
                 work.append(((-playbook.priority, scheduled_for, playbook.id),
                              partial(self.run_occurrence, playbook, scheduled_for)))
         work.extend(((-p.priority, at.astimezone(UTC), p.id), partial(self.run_event_playbook, p, at, events_since))
-                    for p in self.playbooks if p.enabled and p.is_event_triggered)
+                    for p in self._with_due_events(at, events_since))
         for _, job in sorted(work, key=lambda item: item[0]):
             job()
         with write_transaction(self.engine) as conn:
             ledger.advance_watermark(conn, EVENTS_WATERMARK, at)
         return self.counts
+
+    def _with_due_events(self, at: datetime, since: datetime) -> list[Playbook]:
+        """The event-triggered playbooks whose event type has an event that may be due in
+        (since, at] (occurred in (since − delay, at − delay]): the others have nothing to decide,
+        and an idle poller asks the database one question per event type, not one per playbook."""
+        books = [p for p in self.playbooks if p.enabled and p.is_event_triggered]
+        if not books:
+            return []
+        delays = [p.trigger.delay_td for p in books]
+        with self.engine.connect() as conn:
+            present = ledger.event_types_between(conn, (str(p.trigger.event) for p in books),
+                                                 since - max(delays), at - min(delays))
+        return [p for p in books if p.trigger.event in present]
 
     def run_occurrence(self, playbook: Playbook, scheduled_for: datetime) -> bool:
         """Decide one scheduled occurrence (as of its own time); False if it had already run."""

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from daemonkit import Brand, scheduled, seed, touch_row
-from scenario import AT, PHONE, add_member
+from scenario import AT, PHONE, add_event, add_member
 from sqlalchemy import CheckConstraint, insert
 from sqlalchemy.exc import IntegrityError
 
@@ -179,3 +179,33 @@ def test_reconcile__live_lease_is_left_to_its_holder(brand: Brand) -> None:
     (row,) = brand.touches()
     assert (row["state"], row["lease_owner"], row["lease_until"]) == ("sending", "dead", AT + timedelta(minutes=1))
     assert brand.logged() == []
+
+
+def test_claim_has_work__only_what_a_claim_would_take_or_expire(brand: Brand) -> None:
+    """An idle dispatcher asks before it locks: nothing, a sent row or a deferred row still
+    waiting is no work; a queued row, a due deferred row or an expired deferred row is."""
+    later = AT + timedelta(hours=3)
+    with brand.engine.connect() as conn:
+        assert not ledger.claim_has_work(conn, "sms", AT)
+    seed(brand.engine, touch_row("p", "SENT", "o", "sent", AT),
+         touch_row("p", "WAIT", "o", "deferred", AT, not_before=later, expires_at=later + timedelta(hours=1)))
+    with brand.engine.connect() as conn:
+        assert not ledger.claim_has_work(conn, "sms", AT)
+        assert ledger.claim_has_work(conn, "sms", later)  # its not_before has come
+        assert ledger.claim_has_work(conn, "wecom", later + timedelta(hours=1))  # expired: to be dropped
+    seed(brand.engine, touch_row("p", "Q", "o", "queued", AT, channel="wecom"))
+    with brand.engine.connect() as conn:
+        assert ledger.claim_has_work(conn, "wecom", AT) and not ledger.claim_has_work(conn, "sms", AT)
+
+
+def test_event_types_between__one_probe_per_type_in_the_window(brand: Brand) -> None:
+    """Types with an event in (after, until], and only those."""
+    with brand.engine.begin() as conn:
+        add_member(conn, "M1")
+        add_event(conn, "M1", "order_created", AT - timedelta(minutes=40))
+        add_event(conn, "M1", "signed_up", AT - timedelta(days=2))
+    with brand.engine.connect() as conn:
+        found = ledger.event_types_between(conn, ["order_created", "signed_up", "page_view"],
+                                           AT - timedelta(hours=1), AT)
+        assert found == {"order_created"}
+        assert ledger.event_types_between(conn, ["order_created"], AT - timedelta(minutes=40), AT) == set()

@@ -13,7 +13,7 @@ import subprocess
 import sys
 from collections import Counter
 from collections.abc import Iterator
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -475,3 +475,22 @@ def test_cooldown__next_daily_runs_suppress_and_the_dry_run_agrees(brand: Brand)
     send, cooldown = (("send", None), ("sent", None)), (("suppressed", "cooldown"), ("suppressed", "cooldown"))
     assert verdicts == [send, cooldown, cooldown, send]
     assert len(brand.logged()) == 2
+
+
+def test_events__a_playbook_whose_event_type_did_not_occur_is_not_evaluated(brand: Brand) -> None:
+    """The poller asks once per event type: a playbook on a type with no due event is skipped,
+    one whose event is due is decided as before."""
+    brand.add_playbook(unpaid_nudge())
+    signup = {"id": "welcome", "name": "welcome", "trigger": {"event": "signed_up"},
+              "audience": {"all": [{"reachable": "sms"}]}, "channels": [{"sms": {"template_code": "SMS_9"}}]}
+    brand.add_playbook(signup)
+    at = datetime(2026, 11, 22, 2, 0, tzinfo=UTC)
+    with brand.engine.begin() as conn:
+        add_member(conn, "M1", phone=PHONE)
+        add_order(conn, "M1", paid_at=None, status="created", order_id="O1", created_at=at - timedelta(minutes=40))
+        add_event(conn, "M1", "order_created", at - timedelta(minutes=40), {"order_id": "O1"})
+    evaluator = brand.service.evaluator(clock=lambda: at)
+    due = evaluator._with_due_events(at, at - timedelta(hours=1))
+    assert [p.id for p in due] == ["unpaid"]
+    evaluator.tick(at)
+    assert {(r["playbook"], r["member_id"], r["state"]) for r in brand.touches()} == {("unpaid", "M1", "queued")}
