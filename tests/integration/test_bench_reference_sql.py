@@ -20,7 +20,7 @@ from engine.store import open_engine
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "bench"))
 
-from audience import PLAYBOOKS, Moment, siyu_ids, sql_ids  # noqa: E402
+from audience import PLAYBOOKS, Moment, siyu_ids, sql_ids
 
 TZ = zone("Asia/Shanghai")
 TODAY = date(2026, 11, 16)
