@@ -12,6 +12,7 @@ import os
 import resource
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -50,17 +51,45 @@ class Child:
 
 def run_child(argv: Sequence[str], *, stdout: Any = subprocess.DEVNULL, env: dict[str, str] | None = None,
               cwd: Path = ROOT) -> Child:
-    """Run `argv` to completion; its wall time and peak RSS (os.wait4: this child's alone)."""
+    """Run `argv` to completion: its wall time, CPU time and peak RSS.
+
+    The peak is the child's own VmHWM (its address space's high-water mark since exec), read
+    from /proc while it runs. wait4's ru_maxrss would not do: Linux carries the parent's
+    high-water mark into a forked child across exec, so a big parent would inflate every child.
+    """
     started = time.perf_counter()
     proc = subprocess.Popen(list(argv), stdout=stdout, stderr=subprocess.PIPE, env=env, cwd=cwd)
+    peak = _HighWater(proc.pid)
+    peak.start()
     assert proc.stderr is not None
     err = proc.stderr.read()  # read before waiting: a full pipe would block the child
+    peak.done = True
+    peak.join()
     _, status, usage = os.wait4(proc.pid, 0)
     seconds = time.perf_counter() - started
     proc.returncode = os.waitstatus_to_exitcode(status)
-    # ru_maxrss is in kilobytes on Linux
-    return Child(seconds, usage.ru_maxrss / 1024, proc.returncode, err.decode("utf-8", "replace"),
+    return Child(seconds, peak.kb / 1024, proc.returncode, err.decode("utf-8", "replace"),
                  usage.ru_utime + usage.ru_stime)
+
+
+class _HighWater(threading.Thread):
+    """Polls a process's VmHWM (kB) every 20 ms until told to stop or the process is gone."""
+
+    def __init__(self, pid: int) -> None:
+        super().__init__(daemon=True)
+        self.path = Path(f"/proc/{pid}/status")
+        self.kb = 0
+        self.done = False
+
+    def run(self) -> None:
+        while not self.done:
+            try:
+                for line in self.path.read_text().splitlines():
+                    if line.startswith("VmHWM:"):
+                        self.kb = max(self.kb, int(line.split()[1]))
+            except (OSError, ValueError):
+                return
+            time.sleep(0.02)
 
 
 def siyu_argv(*args: str) -> list[str]:

@@ -28,6 +28,10 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
 
+SCHEMA_REVISION = "0004"
+"""The newest migration in engine/migrations/versions (test_migrations keeps them equal): what
+`require_schema` expects a database to be at."""
+
 metadata = MetaData(naming_convention={
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
     "uq": "uq_%(table_name)s_%(column_0_N_name)s",

@@ -10,12 +10,24 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from sqlalchemy import Connection, Engine, create_engine, event, inspect
+from sqlalchemy import (
+    Column,
+    Connection,
+    Engine,
+    MetaData,
+    String,
+    Table,
+    create_engine,
+    event,
+    inspect,
+    select,
+)
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from engine.errors import DatabaseError
+from engine.schema import SCHEMA_REVISION
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -91,15 +103,23 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
         raise DatabaseError(f"cannot upgrade database: {exc.orig}") from None
 
 
-def is_current(engine: Engine) -> bool:
-    """True when the schema is at the newest revision."""
-    from alembic.runtime.migration import MigrationContext
-    from alembic.script import ScriptDirectory
+alembic_version = Table("alembic_version", MetaData(), Column("version_num", String(32), primary_key=True))
+"""Alembic's own bookkeeping table (not part of Siyu's schema metadata)."""
 
-    script = ScriptDirectory.from_config(_alembic_config(engine))
-    with engine.connect() as conn:
-        current = MigrationContext.configure(conn).get_current_heads()
-    return set(current) == set(script.get_heads())
+
+def is_current(engine: Engine) -> bool:
+    """True when the schema is at the newest revision (SCHEMA_REVISION)."""
+    return schema_revisions(engine) == {SCHEMA_REVISION}
+
+
+def schema_revisions(engine: Engine) -> set[str] | None:
+    """The revisions recorded in `alembic_version`, or None when the table cannot be read.
+    Read directly: importing Alembic and its scripts would cost every command a third of a second."""
+    try:
+        with engine.connect() as conn:
+            return {str(r[0]) for r in conn.execute(select(alembic_version.c.version_num))}
+    except DBAPIError:
+        return None
 
 
 def require_schema(engine: Engine) -> None:
@@ -108,6 +128,9 @@ def require_schema(engine: Engine) -> None:
     if engine.dialect.name == "sqlite" and database not in (None, "", ":memory:") and not Path(database).exists():
         raise DatabaseError(f"no database file {database!r}: run `siyu import DIR --db URL` or "
                             "`siyu db upgrade --db URL` first", location="--db")
+    revisions = schema_revisions(engine)
+    if revisions == {SCHEMA_REVISION}:
+        return
     try:
         tables = set(inspect(engine).get_table_names())
     except OperationalError as exc:
@@ -116,8 +139,7 @@ def require_schema(engine: Engine) -> None:
     if "members" not in tables:
         raise DatabaseError(f"{where} has no Siyu tables: run `siyu import DIR --db URL` or "
                             "`siyu db upgrade --db URL` first")
-    if not is_current(engine):
-        raise DatabaseError(f"{where} has an older Siyu schema: run `siyu db upgrade --db URL` first")
+    raise DatabaseError(f"{where} has an older Siyu schema: run `siyu db upgrade --db URL` first")
 
 
 _TRANSIENT_SQLSTATES = {"40001", "40P01", "55P03", "57P01", "08000", "08003", "08006"}
