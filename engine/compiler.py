@@ -42,6 +42,8 @@ from engine.reachability import reachable
 from engine.schema import REACHING_STATES, coupons, events, member_tags, members, order_items, orders, touches
 
 FEN_PER_YUAN = 100
+WIDEST_CANDIDATE_WINDOW_DAYS = 31
+"""A purchase window wider than this does not drive the audience (see _Compiler.candidates)."""
 
 
 @dataclass(frozen=True)
@@ -311,7 +313,11 @@ class _Compiler:
         return self._purchase(leaf.purchased, last=False)
 
     def _leaf_last_purchase(self, leaf: a.LastPurchase, stats: FromClause, event_row: Any) -> tuple[Any, Any]:
-        return self._purchase(leaf.last_purchase, last=True)
+        f = leaf.last_purchase
+        if f.category is None and f.sku is None and f.platform is None and f.trial is None:
+            # any paid order: the aggregation already holds the latest one
+            return _in_bounds(stats.c.last_purchase_at, self.frame.bounds(f)), stats.c.last_purchase_at
+        return self._purchase(f, last=True)
 
     def _leaf_order_count(self, leaf: a.OrderCount, stats: FromClause, event_row: Any) -> tuple[Any, Any]:
         count, _ = self._window_columns(stats, leaf.order_count.day_range())
@@ -428,6 +434,8 @@ class _Compiler:
             o = orders.alias("candidate_orders")
             source, conditions, paid_at = self._matching_lines(f, o)
             near, far = f.day_range()
+            if far - near > WIDEST_CANDIDATE_WINDOW_DAYS:
+                return None  # months of orders admit much of the base: one pass over all is cheaper
             return (0 if far - near < 7 else 2), (select(o.c.member_id).select_from(source)
                                                   .where(*conditions, _in_bounds(paid_at, bounds)))
         if leaf.kind == "coupon_expiring":
