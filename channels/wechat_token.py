@@ -5,7 +5,8 @@ short-lived claim on the token row); the others wait for the new token rather th
 the vendor themselves, because a WeChat `token` call invalidates the previous token. When
 a call answers with a token-expired code, the adapter calls `refresh_after(bad)`: the
 stored token is forgotten only if it is still that bad one, so one replica never discards
-another's fresh token, and the vendor is asked once.
+another's fresh token, and the vendor is asked once. Between reads of the store, a replica
+keeps the token in memory for `reread` (one read per half minute, not one per request).
 """
 
 from __future__ import annotations
@@ -28,15 +29,18 @@ class TokenCache:
     """One vendor credential's token, shared through the store (or this process without one)."""
 
     def __init__(self, store: Any, key: str, fetch: Fetch, *, clock: Callable[[], datetime] | None = None,
-                 margin: timedelta = timedelta(minutes=5), hold: timedelta = timedelta(seconds=30)) -> None:
+                 margin: timedelta = timedelta(minutes=5), hold: timedelta = timedelta(seconds=30),
+                 reread: timedelta = timedelta(seconds=30)) -> None:
         self.store = store
         self.key = key
         self.fetch = fetch
         self.clock = clock or clock_now
         self.margin = margin
         self.hold = hold
+        self.reread = reread  # a token another replica refreshed is seen within this long
         self.owner = secrets.token_hex(6)
-        self._memory: tuple[str, datetime] | None = None
+        self._memory: tuple[str, datetime] | None = None  # the token last read or stored, and its expiry
+        self._read_at = datetime.min.replace(tzinfo=self.clock().tzinfo)
         self._lock = asyncio.Lock()
 
     def _fresh(self, token: str | None, expires_at: datetime | None) -> bool:
@@ -59,9 +63,14 @@ class TokenCache:
             token, ttl = await self.fetch()
             self._memory = (token, self.clock() + timedelta(seconds=ttl))
             return token
+        now = self.clock()
+        if self._memory and self._fresh(*self._memory) and now < self._read_at + self.reread:
+            return self._memory[0]  # read from the store less than `reread` ago
         row = await asyncio.to_thread(self._read)
         if row is not None and self._fresh(row["token"], row["expires_at"]):
+            self._memory, self._read_at = (str(row["token"]), row["expires_at"]), now
             return str(row["token"])
+        self._memory = None
         if not await asyncio.to_thread(self._claim):
             return None
         try:
@@ -70,14 +79,14 @@ class TokenCache:
             await asyncio.to_thread(self._release)
             raise
         await asyncio.to_thread(self._store, token, ttl)
+        self._memory, self._read_at = (token, self.clock() + timedelta(seconds=ttl)), self.clock()
         return token
 
     async def refresh_after(self, bad: str) -> str:
         """The vendor said `bad` expired: forget it (if still stored) and get a new one, once."""
-        if self.store is None:
-            if self._memory and self._memory[0] == bad:
-                self._memory = None
-        else:
+        if self._memory and self._memory[0] == bad:
+            self._memory = None
+        if self.store is not None:
             await asyncio.to_thread(self._invalidate, bad)
         return await self.get()
 

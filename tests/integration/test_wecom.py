@@ -157,6 +157,23 @@ def test_token__shared_by_replicas_through_the_database(fake: WecomFake, db_url:
         engine_b.dispose()
 
 
+def test_token__kept_in_memory_between_reads_of_the_database(fake: WecomFake, db_url: str) -> None:
+    """Fifty tasks in one send read the shared token from the database once, not once per task."""
+    from sqlalchemy import event
+
+    engine = open_engine(db_url)
+    reads: list[str] = []
+    event.listen(engine, "before_cursor_execute",
+                 lambda conn, cursor, statement, *rest: reads.append(statement) if "vendor_tokens" in statement
+                 and statement.lstrip().upper().startswith("SELECT") else None)
+    try:
+        out = send(channel(fake, store=engine), [touch(n, staff=f"guide_{n}") for n in range(50)])
+        assert {o.kind for o in out.values()} == {K.sent} and len(fake.received) == 50
+        assert fake.gettoken_calls == 1 and len(reads) == 1
+    finally:
+        engine.dispose()
+
+
 def test_send__rate_limit_is_retry(fake: WecomFake) -> None:
     """45009 means the task was not created: retry later."""
     fake.fail("add_msg_template", 45009)
