@@ -15,6 +15,7 @@ text, sender and recipient. Tokens come from `gettoken` through the store-shared
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -185,10 +186,15 @@ class WecomChannel:
                 for start in range(0, len(members), size)]
 
     async def send(self, touches: Sequence[Touch]) -> list[Outcome]:
-        outcomes: list[Outcome] = []
-        for group in self._groups(touches):
-            outcomes.extend(await self._send_task(group))
-        return outcomes
+        """One task per (staff member, text), `concurrency` of them in flight at a time."""
+        limit = asyncio.Semaphore(self.settings.concurrency)
+
+        async def one(group: list[Touch]) -> list[Outcome]:
+            async with limit:
+                return await self._send_task(group)
+
+        done = await asyncio.gather(*(one(group) for group in self._groups(touches)))
+        return [outcome for outcomes in done for outcome in outcomes]
 
     async def _send_task(self, group: list[Touch]) -> list[Outcome]:
         first = group[0]
