@@ -9,23 +9,27 @@ the coupon and points expiry dates. Each member draws from its own `random.Rando
 
 from __future__ import annotations
 
-import bisect
 import itertools
+import json
 import math
 import random
-from collections.abc import Sequence
+import sqlite3
+from bisect import bisect_right
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager, suppress
 from dataclasses import KW_ONLY, dataclass
 from datetime import UTC, date, datetime, time, timedelta
+from operator import itemgetter
 from typing import Any, Generic, TypeVar
 from zoneinfo import ZoneInfo
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-from sqlalchemy import Connection, Engine, Table, delete, insert, select, text, update
+from sqlalchemy import JSON, Connection, Engine, Table, delete, insert, select, text, update
 
 from engine.clock import day_start
 from engine.errors import DatabaseError, UsageError
-from engine.schema import coupons, events, member_tags, members, order_items, orders, store_meta
+from engine.schema import UtcDateTime, coupons, events, member_tags, members, order_items, orders, store_meta
 
 GENERATOR = "1"
 """Bumped whenever the generated world changes, so that older demos are regenerated."""
@@ -80,8 +84,12 @@ class DemoSpec:
 def ensure_demo(engine: Engine, spec: DemoSpec, progress: bool = True) -> bool:
     """Make the database hold the demo of `spec`; False if it already did, True if it was (re)generated.
 
-    A demo with another spec, or one whose generation was interrupted, is deleted first. A
+    A demo with another spec, or one whose generation was interrupted, is replaced. A
     database with members that no demo wrote is refused (DatabaseError), never emptied.
+
+    The spec is first recorded with `demo.state` "generating". One transaction (`_Loader`) then
+    empties the demo tables, writes every row and marks the demo complete: interrupted, it
+    leaves the state "generating", so the next call replaces whatever the tables hold.
     """
     wanted = spec.meta()
     with engine.begin() as conn:
@@ -92,54 +100,277 @@ def ensure_demo(engine: Engine, spec: DemoSpec, progress: bool = True) -> bool:
         if not recorded and conn.execute(select(members.c.member_id).limit(1)).first() is not None:
             raise DatabaseError(f"{engine.url.render_as_string(hide_password=True)} holds members that are "
                                 "not a Siyu demo; use an empty database for `siyu demo`", location="--db")
-        for table in reversed(DATA_TABLES):
-            conn.execute(delete(table))
         conn.execute(delete(store_meta).where(store_meta.c.key.like("demo.%")))
         conn.execute(insert(store_meta), [{"key": k, "value": v}
                                           for k, v in {**wanted, "demo.state": "generating"}.items()])
     calendar = _Calendar.build(spec)
-    bar = Progress(TextColumn("demo data"), BarColumn(), MofNCompleteColumn(), TextColumn("members"),
+    bar = Progress(TextColumn("demo data"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
                    TimeRemainingColumn(), console=Console(stderr=True), disable=not progress)
-    with bar:
+    with bar, engine.connect() as conn, _Loader.open(conn) as loader:
         task = bar.add_task("members", total=spec.members)
-        for first in range(1, spec.members + 1, CHUNK_MEMBERS):
-            last = min(first + CHUNK_MEMBERS, spec.members + 1)
-            rows: dict[Table, list[Row]] = {table: [] for table in DATA_TABLES}
-            for index in range(first, last):
-                _member(index, spec.seed, calendar, rows)
-            with engine.begin() as conn:
+        conn.execution_options(sqlite_begin="IMMEDIATE")  # SQLite: the write lock up front (engine.store)
+        with conn.begin():
+            loader.prepare()
+            loader.clear()
+            for first in range(1, spec.members + 1, CHUNK_MEMBERS):
+                last = min(first + CHUNK_MEMBERS, spec.members + 1)
+                rows: dict[Table, list[Row]] = {table: [] for table in DATA_TABLES}
+                for index in range(first, last):
+                    _member(index, spec.seed, calendar, rows)
                 for table in DATA_TABLES:
-                    _append(conn, table, rows[table])
-            bar.advance(task, last - first)
-    with engine.begin() as conn:
-        conn.execute(update(store_meta).where(store_meta.c.key == "demo.state").values(value="complete"))
-        _refresh_statistics(conn)
+                    loader.append(table, rows[table])
+                bar.advance(task, last - first)
+            finishing = bar.add_task("indexes and statistics", total=loader.steps + 1)
+            for _ in loader.finish():
+                bar.advance(finishing)
+            conn.execute(update(store_meta).where(store_meta.c.key == "demo.state").values(value="complete"))
+            _refresh_statistics(conn)
+            bar.advance(finishing)
     return True
 
 
-def _append(conn: Connection, table: Table, rows: list[Row]) -> None:
-    """Append `rows` (tuples in `_COLUMNS` order) to `table` within the connection's transaction.
+class _Loader:
+    """Appends the demo's rows within one transaction, the fastest way each backend allows.
 
-    PostgreSQL gets COPY: several times faster than executemany for millions of rows. JSON
-    values are wrapped for psycopg there; elsewhere Core's JSON type serialises them.
+    Secondary indexes (and, on PostgreSQL, foreign keys) are dropped inside that transaction and
+    made again from their own stored definitions before it commits: building an index once from
+    sorted runs is several times faster than updating it row by row, and DDL is transactional on
+    both backends, so an interrupted load rolls the schema back with the rows.
     """
-    if not rows:
-        return
-    names = _COLUMNS[table]
-    if conn.dialect.name == "postgresql":
-        from psycopg.types.json import Jsonb
 
-        json_at = [i for i, name in enumerate(names) if name == "attributes"]
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self.deferred: list[str] = []  #: the DDL that `finish` runs, in order
+
+    @staticmethod
+    @contextmanager
+    def open(conn: Connection) -> Iterator[_Loader]:
+        """The loader for `conn`'s backend, set up outside any transaction (and restored after)."""
+        if conn.dialect.name == "postgresql":
+            yield _PostgresLoader(conn)
+        elif conn.dialect.name == "sqlite":
+            with _SqliteLoader.pragmas(conn):
+                yield _SqliteLoader(conn)
+        else:
+            yield _Loader(conn)
+
+    def prepare(self) -> None:
+        """Defer index maintenance to `finish` (nothing, on backends with no bulk path)."""
+
+    def clear(self) -> None:
+        """Empty the demo tables, children first."""
+        for table in reversed(DATA_TABLES):
+            self.conn.execute(delete(table))
+
+    def append(self, table: Table, rows: list[Row]) -> None:
+        """Append `rows` (tuples in `_COLUMNS` order) to `table`."""
+        if rows:
+            names = _COLUMNS[table]
+            self.conn.execute(insert(table), [dict(zip(names, row, strict=True)) for row in rows])
+
+    @property
+    def steps(self) -> int:
+        """How many times `finish` yields."""
+        return len(self.deferred)
+
+    def finish(self) -> Iterator[str]:
+        """Run the deferred DDL, yielding after each statement (for the progress display)."""
+        for statement in self.deferred:
+            self.conn.execute(text(statement))
+            yield statement
+
+    def _quoted(self, table: Table) -> tuple[str, str]:
+        """The table's quoted name and its quoted `_COLUMNS` list."""
+        quote = self.conn.dialect.identifier_preparer
+        return quote.format_table(table), ", ".join(quote.quote(name) for name in _COLUMNS[table])
+
+
+class _PostgresLoader(_Loader):
+    """Binary COPY, with the data tables' secondary indexes and foreign keys made after the load.
+
+    Binary COPY is several times faster than text COPY, whose per-value formatting is Python;
+    foreign keys checked row by row cost more than the COPY itself, while adding one back checks
+    all rows in one join. Dropping takes ACCESS EXCLUSIVE locks until the commit: others cannot
+    read the demo tables meanwhile. Without ownership of every table involved (DDL needs it), the
+    indexes and foreign keys stay and are maintained as rows arrive.
+    """
+
+    _TABLES = "CAST(:tables AS regclass[])"
+
+    def __init__(self, conn: Connection) -> None:
+        super().__init__(conn)
+        self._types: dict[Table, list[int]] = {}  #: each table's column type OIDs, in `_COLUMNS` order
+        self._owned = False  #: whether this role owns the tables, which DDL and TRUNCATE need
+
+    def prepare(self) -> None:
+        tables = {"tables": [self._quoted(table)[0] for table in DATA_TABLES]}
+        foreign_keys = self.conn.execute(text(
+            "SELECT conrelid::regclass::text, quote_ident(conname), pg_get_constraintdef(oid) FROM pg_constraint "
+            f"WHERE contype = 'f' AND (conrelid = ANY({self._TABLES}) OR confrelid = ANY({self._TABLES})) "
+            "ORDER BY 1, 2"), tables).all()
+        indexes = self.conn.execute(text(
+            "SELECT i.indexrelid::regclass::text, pg_get_indexdef(i.indexrelid) FROM pg_index i "
+            f"WHERE i.indrelid = ANY({self._TABLES}) AND NOT i.indisunique AND NOT i.indisprimary "
+            "AND NOT EXISTS (SELECT FROM pg_constraint c WHERE c.conindid = i.indexrelid "
+            "AND c.contype IN ('p', 'u', 'x')) ORDER BY 1"), tables).all()
+        owned = self.conn.execute(text(
+            f"SELECT bool_and(pg_has_role(relowner, 'USAGE')) FROM pg_class WHERE oid = ANY({self._TABLES}) "
+            "OR oid IN (SELECT conrelid FROM pg_constraint "
+            f"WHERE contype = 'f' AND confrelid = ANY({self._TABLES}))"), tables).scalar_one()
+        if not owned:
+            return
+        self._owned = True
+        for name, _ in indexes:
+            self.conn.execute(text(f"DROP INDEX {name}"))
+        for table, name, _ in foreign_keys:
+            self.conn.execute(text(f"ALTER TABLE {table} DROP CONSTRAINT {name}"))
+        self.deferred = [definition for _, definition in indexes] + [
+            f"ALTER TABLE {table} ADD CONSTRAINT {name} {definition}" for table, name, definition in foreign_keys]
+        # An index build sorts in memory up to maintenance_work_mem (64 MB by default), then on disk.
+        self.conn.execute(text("SELECT set_config('maintenance_work_mem', '256MB', true) "
+                               "WHERE pg_size_bytes(current_setting('maintenance_work_mem')) < 256 * 1024 * 1024"))
+
+    def clear(self) -> None:
+        """TRUNCATE: DELETE would fire a foreign-key trigger per row and leave every row dead in the table."""
+        if self._owned:
+            self.conn.execute(text(f"TRUNCATE {', '.join(self._quoted(table)[0] for table in DATA_TABLES)}"))
+        else:
+            super().clear()
+
+    def append(self, table: Table, rows: list[Row]) -> None:
+        if not rows:
+            return
+        name, columns = self._quoted(table)
+        if table not in self._types:  # binary COPY sends each value as the column's own type
+            oids: dict[str, int] = dict(self.conn.execute(text(
+                "SELECT attname, atttypid::int FROM pg_attribute "
+                "WHERE attrelid = CAST(:table AS regclass) AND attnum > 0 AND NOT attisdropped"),
+                {"table": name}).all())
+            self._types[table] = [oids[column] for column in _COLUMNS[table]]
+        driver = self.conn.connection.driver_connection
+        assert driver is not None
+        with driver.cursor() as cursor, cursor.copy(f"COPY {name} ({columns}) FROM STDIN (FORMAT BINARY)") as copy:
+            copy.set_types(self._types[table])
+            for row in rows:
+                copy.write_row(row)
+
+
+class _SqliteLoader(_Loader):
+    """executemany on the raw sqlite3 connection, values converted column by column.
+
+    Core builds a dict and runs bind processors for every row, which cost more than SQLite's
+    own work. The values are stored exactly as Core stores them: instants as naive UTC text
+    (`_SqliteInstants`), JSON through json.dumps, booleans as 0/1.
+    """
+
+    def __init__(self, conn: Connection) -> None:
+        super().__init__(conn)
+        self._instant = _SqliteInstants()
+
+    @staticmethod
+    @contextmanager
+    def pragmas(conn: Connection) -> Iterator[None]:
+        """Set the connection up for one large write transaction; put everything back afterwards.
+
+        - foreign_keys OFF: the generator writes parents before children and only ids it made;
+          `finish` still runs foreign_key_check before the commit. With foreign keys on, a
+          DELETE without WHERE on a parent or child table deletes row by row, checking each;
+          off, SQLite drops the table's pages at once.
+        - a 256 MiB page cache (2 MiB by default), which also lets CREATE INDEX sort in memory.
+        - journal_mode DELETE instead of WAL: a rollback journal keeps the original content of
+          the pages that existed before the transaction only, so new pages are written once,
+          where WAL writes each twice (log, then checkpoint) and grows the log to the size of
+          the data. It is as crash-safe as WAL, and synchronous is left as it is. Leaving WAL
+          needs the only connection to the file: with others open, the load stays in WAL.
+        The first two belong to the connection, the journal mode to the file. They are set
+        outside any transaction (SQLite ignores foreign_keys within one). If they cannot all be
+        put back, the connection is invalidated rather than returned to the pool as it is.
+        """
         driver = conn.connection.driver_connection
         assert driver is not None
-        with driver.cursor() as cursor, cursor.copy(
-                f"COPY {table.name} ({', '.join(names)}) FROM STDIN") as copy:
-            for row in rows:
-                if json_at:
-                    row = tuple(Jsonb(v) if i in json_at else v for i, v in enumerate(row))
-                copy.write_row(row)
-        return
-    conn.execute(insert(table), [dict(zip(names, row, strict=True)) for row in rows])
+        saved = {name: driver.execute(f"PRAGMA {name}").fetchone()[0]
+                 for name in ("foreign_keys", "cache_size", "journal_mode")}
+        try:
+            driver.execute("PRAGMA foreign_keys=OFF")
+            driver.execute("PRAGMA cache_size=-262144")
+            with suppress(sqlite3.OperationalError):  # "database is locked": another connection is open
+                driver.execute("PRAGMA journal_mode=DELETE")
+            yield
+        finally:
+            try:
+                for name, value in saved.items():
+                    driver.execute(f"PRAGMA {name}={value}")
+            except BaseException:
+                conn.invalidate()
+                raise
+
+    def prepare(self) -> None:
+        """Drop the demo tables' CREATE INDEX indexes (not those of PRIMARY KEY or UNIQUE)."""
+        tables = [table.name for table in DATA_TABLES]
+        indexes = self.conn.execute(text(
+            "SELECT m.name, m.sql FROM sqlite_master m JOIN pragma_index_list(m.tbl_name) i ON i.name = m.name "
+            f"WHERE m.type = 'index' AND i.origin = 'c' AND NOT i.\"unique\" AND m.tbl_name IN "
+            f"({', '.join(f':t{n}' for n in range(len(tables)))}) ORDER BY m.name"),
+            {f"t{n}": name for n, name in enumerate(tables)}).all()
+        quote = self.conn.dialect.identifier_preparer.quote
+        for name, _ in indexes:
+            self.conn.execute(text(f"DROP INDEX {quote(name)}"))
+        self.deferred = [definition for _, definition in indexes]
+
+    def append(self, table: Table, rows: list[Row]) -> None:
+        if not rows:
+            return
+        name, columns = self._quoted(table)
+        values: Iterable[Sequence[Any]] = rows
+        converters = [(n, self._instant if isinstance(table.c[column].type, UtcDateTime) else json.dumps)
+                      for n, column in enumerate(_COLUMNS[table])
+                      if isinstance(table.c[column].type, (UtcDateTime, JSON))]
+        if converters:  # column by column: one map() per column, no Python loop per row
+            by_column: list[Iterable[Any]] = [map(itemgetter(n), rows) for n in range(len(_COLUMNS[table]))]
+            for n, convert in converters:
+                by_column[n] = map(convert, by_column[n])
+            values = zip(*by_column, strict=True)
+        driver = self.conn.connection.driver_connection
+        assert driver is not None
+        driver.executemany(f"INSERT INTO {name} ({columns}) VALUES ({', '.join('?' * len(_COLUMNS[table]))})",
+                           values)
+
+    @property
+    def steps(self) -> int:
+        return len(self.deferred) + 1
+
+    def finish(self) -> Iterator[str]:
+        yield from super().finish()
+        # What foreign_keys OFF did not check as rows went in and out, in every table.
+        broken = self.conn.execute(text("PRAGMA foreign_key_check")).first()
+        if broken is not None:
+            raise DatabaseError(f"after the demo load, a {broken[0]} row refers to a missing {broken[2]} row")
+        yield "PRAGMA foreign_key_check"
+
+
+class _SqliteInstants:
+    """Aware instants as Core stores a UtcDateTime in SQLite: naive UTC text, 'YYYY-MM-DD HH:MM:SS.ffffff'.
+
+    The texts of the day and of the second within it are looked up: a third of the cost of
+    isoformat() on an aware datetime, for two or so instants in every row.
+    """
+
+    def __init__(self) -> None:
+        self.days: dict[int, str] = {}  #: days since the epoch → "YYYY-MM-DD "
+        self.clock = [f"{n // 3600:02d}:{n // 60 % 60:02d}:{n % 60:02d}." for n in range(86_400)]
+
+    def __call__(self, value: datetime | None) -> str | None:
+        if value is None:
+            return None
+        since = value - _EPOCH
+        day = self.days.get(since.days)
+        if day is None:
+            midnight = _EPOCH + timedelta(days=since.days)
+            day = self.days[since.days] = f"{midnight.year:04d}-{midnight.month:02d}-{midnight.day:02d} "
+        return day + self.clock[since.seconds] + (f"{since.microseconds:06d}" if since.microseconds else "000000")
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def _refresh_statistics(conn: Connection) -> None:
@@ -169,6 +400,7 @@ class _Calendar:
     midnights: tuple[datetime, ...]  #: index = days ago + _FUTURE_DAYS
     fairs: tuple[tuple[int, str], ...]  #: (days ago of the fair's first day, fair key), newest first
     lives: tuple[tuple[int, int, str], ...]  #: (days ago, start second of the day, platform)
+    seconds: tuple[timedelta, ...]  #: timedelta(seconds=n) for each second of a day: made once, not per row
 
     @classmethod
     def build(cls, spec: DemoSpec) -> _Calendar:
@@ -183,18 +415,19 @@ class _Calendar:
             ago += rng.randint(45, 75)
         lives = [(ago, rng.choice((19, 20)) * 3600 + 1800, rng.choice(("douyin", "douyin", "tmall")))
                  for ago in range(1, 61) if rng.random() < 0.45]
-        return cls(spec.today, spec.tz, spec.as_of, midnights, tuple(fairs), tuple(lives))
+        return cls(spec.today, spec.tz, spec.as_of, midnights, tuple(fairs), tuple(lives),
+                   tuple(timedelta(seconds=n) for n in range(86_400)))
 
     def at(self, days_ago: int, second: int) -> datetime:
-        """The instant `second` seconds after local midnight, `days_ago` days before today.
+        """The instant `second` (0 to 86,399) seconds after local midnight, `days_ago` days before today.
 
         Past days add elapsed seconds to midnight, which is fast; on a DST changeover day the
         wall-clock time is an hour off but, with every generated time before 23:00, the local date
         is right. Today is exact wall-clock time, as it is compared with the 10:00 cut-off.
         """
         if days_ago:
-            return self.midnights[days_ago + _FUTURE_DAYS] + timedelta(seconds=second)
-        return (datetime.combine(self.today, time(0), tzinfo=self.tz) + timedelta(seconds=second)).astimezone(UTC)
+            return self.midnights[days_ago + _FUTURE_DAYS] + self.seconds[second]
+        return (datetime.combine(self.today, time(0), tzinfo=self.tz) + self.seconds[second]).astimezone(UTC)
 
     def end_of_day(self, days_ago: int) -> datetime:
         """The last second of a local day (negative `days_ago` is in the future)."""
@@ -210,7 +443,7 @@ class _Weighted(Generic[T]):
         self.total = self.cum_weights[-1]
 
     def __call__(self, rng: random.Random) -> T:
-        return self.values[bisect.bisect_right(self.cum_weights, rng.random() * self.total)]
+        return self.values[bisect_right(self.cum_weights, rng.random() * self.total)]
 
 
 _PLATFORMS = _Weighted([("tmall", 32), ("douyin", 25), ("jd", 18), ("channels", 13), ("offline", 12)])
@@ -256,7 +489,7 @@ _COUPON_COUNT = _Weighted([(0, 35), (1, 35), (2, 20), (3, 10)])
 _COUPON_TERMS = _Weighted([((25000, 5000), 3), ((15000, 2000), 4), ((9900, 1000), 3)])
 
 
-@dataclass
+@dataclass(slots=True)
 class _Profile:
     """Who a member is, before any rows are written."""
 
@@ -272,7 +505,7 @@ class _Profile:
     frequency: str  #: none, light, regular or loyal: how many orders the member means to place
 
 
-@dataclass
+@dataclass(slots=True)
 class _Order:
     """One planned order; ids, instants and amounts are filled in when it is placed."""
 
@@ -382,49 +615,54 @@ def _second_of_day(rng: random.Random, days_ago: int) -> int:
     return _HOURS(rng) * 3600 + int(rng.random() * 3600)
 
 
-def _lines(rng: random.Random, p: _Profile, order: _Order) -> list[tuple[str, str, int, int, bool]]:
-    """(sku, category, quantity, amount in fen, trial) for each line of one order."""
+def _lines(rng: random.Random, p: _Profile, order: _Order) -> list[Row]:
+    """The order_items rows of one order: (order_id, line_no, sku, category, quantity, amount in fen, trial)."""
+    category = order.category
     if order.kind == "trial":
-        return [(f"{order.category}-trial", order.category, 1, _TRIAL_FEN[order.category], True)]
+        return [(order.order_id, 1, f"{category}-trial", category, 1, _TRIAL_FEN[category], True)]
     budget = int(p.aov_fen * rng.lognormvariate(0, 0.3))
-    skus = _SKUS[order.category]
-    sku, price = next((s for s in reversed(skus) if s[1] <= budget), skus[0])
-    if order.kind == "full":
-        sku, price = skus[0]
+    skus = _SKUS[category]
+    sku, price = skus[0]
+    if order.kind != "full":  # the dearest size the budget affords, else the cheapest
+        for size in reversed(skus):
+            if size[1] <= budget:
+                sku, price = size
+                break
     quantity = max(1, min(6, round(budget / price)))
     percent = _PROMO_PERCENT(rng)
-    lines = [(sku, order.category, quantity, price * quantity * percent // 100, False)]
+    lines: list[Row] = [(order.order_id, 1, sku, category, quantity, price * quantity * percent // 100, False)]
     left = budget - price * quantity
     if order.kind != "full" and left > 3_000 and rng.random() < 0.5:
-        addon = rng.choice(_ADDONS[order.category])
+        addon = rng.choice(_ADDONS[category])
         affordable = [s for s in _SKUS[addon] if s[1] <= left]
         if affordable:
-            lines.append((affordable[-1][0], addon, 1, affordable[-1][1] * percent // 100, False))
+            lines.append((order.order_id, 2, affordable[-1][0], addon, 1, affordable[-1][1] * percent // 100, False))
     return lines
 
 
 def _place_orders(rng: random.Random, p: _Profile, plan: list[_Order], cal: _Calendar,
                   rows: dict[Table, list[Row]]) -> list[_Order]:
+    order_rows, item_rows, seconds = rows[orders], rows[order_items], cal.seconds
     for number, order in enumerate(plan, start=1):
         order.order_id = f"O{p.index:07d}{number:03d}"
         order.created_at = cal.at(order.days_ago, order.second)
         roll = rng.random()
         if order.kind == "today_paid":
-            order.paid_at = order.created_at + timedelta(seconds=rng.randint(60, 540))
+            order.paid_at = order.created_at + seconds[rng.randint(60, 540)]
         elif order.kind == "today_unpaid" or roll < 0.012:
             order.status = "created"
         else:
             order.status = "refunded" if roll > 0.96 else "paid"
-            order.paid_at = order.created_at + timedelta(seconds=15 + int(rng.random() * 1_500))
+            order.paid_at = order.created_at + seconds[15 + int(rng.random() * 1_500)]
         if order.kind == "trial" and rng.random() < 0.5:
             platform = "douyin"
         else:
             platform = p.habitual if rng.random() < 0.8 else _PLATFORMS(rng)
         lines = _lines(rng, p, order)
-        order.amount_fen = sum(line[3] for line in lines)
-        rows[orders].append((order.order_id, p.member_id, platform, order.created_at, order.paid_at,
-                             order.amount_fen, order.status))
-        rows[order_items].extend((order.order_id, n, *line) for n, line in enumerate(lines, start=1))
+        order.amount_fen = lines[0][5] if len(lines) == 1 else sum(line[5] for line in lines)
+        order_rows.append((order.order_id, p.member_id, platform, order.created_at, order.paid_at,
+                           order.amount_fen, order.status))
+        item_rows += lines
     return plan
 
 

@@ -7,14 +7,17 @@ import itertools
 import json
 from collections import Counter
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-from sqlalchemy import Engine, func, insert, select, update
+from sqlalchemy import Connection, Engine, func, insert, select, update
+from testdb import new_database_url
 
+from engine import demo
 from engine.demo import DATA_TABLES, DemoSpec, ensure_demo
 from engine.errors import DatabaseError, UsageError
 from engine.schema import coupons, events, member_tags, members, order_items, orders, store_meta
@@ -248,3 +251,85 @@ def test_demo_world__holds_members_for_each_kind_of_playbook(world: Engine) -> N
     assert soon >= 10 and redeemed >= 10 and expired >= 10
     assert points >= 3
     assert trials >= 1
+
+
+def _stored(engine: Engine) -> tuple[list[str], dict[str, str]]:
+    """The demo tables' rows exactly as the driver returns them (no Core types), and their indexes."""
+    with engine.connect() as conn:
+        rows = [repr(conn.exec_driver_sql(f"SELECT * FROM {table.name} ORDER BY 1, 2").all())
+                for table in DATA_TABLES]
+        if engine.dialect.name == "sqlite":
+            indexes = dict(conn.exec_driver_sql(
+                "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL").all())
+        else:
+            indexes = dict(conn.exec_driver_sql(
+                "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = current_schema() "
+                "UNION ALL SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint "
+                "WHERE connamespace = current_schema()::regnamespace").all())
+    return rows, indexes
+
+
+def test_ensure_demo__bulk_load_stores_what_core_inserts_store(db_url: str, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """COPY / raw executemany, with indexes made after the load, store the very values and types that
+    Core's insert() stores (SQLite compares instants as text), and leave the same indexes and constraints."""
+    @contextmanager
+    def core_inserts(conn: Connection) -> Iterator[demo._Loader]:
+        yield demo._Loader(conn)
+
+    bulk = open_engine(db_url)
+    ensure_demo(bulk, _spec(300), progress=False)
+    monkeypatch.setattr(demo._Loader, "open", staticmethod(core_inserts))
+    (tmp_path / "core").mkdir()
+    urls = new_database_url(bulk.dialect.name, tmp_path / "core")
+    core = open_engine(next(urls))
+    try:
+        ensure_demo(core, _spec(300), progress=False)
+        assert _stored(bulk) == _stored(core)
+    finally:
+        core.dispose()
+        bulk.dispose()
+        next(urls, None)
+
+
+def test_ensure_demo__interrupted_load_leaves_the_schema_and_connection_as_they_were(db: Engine) -> None:
+    """A failure in the middle of replacing a demo rolls back the emptied tables and the dropped indexes,
+    puts SQLite's pragmas back on the pooled connection, and the next call replaces the old rows."""
+    ensure_demo(db, _spec(120, seed=8), progress=False)
+    before = _stored(db)
+
+    def failing(index: int, *args: Any) -> None:
+        if index == 50:
+            raise KeyboardInterrupt
+        real(index, *args)
+
+    real = demo._member
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(demo, "_member", failing)
+        with pytest.raises(KeyboardInterrupt):
+            ensure_demo(db, _spec(100), progress=False)
+    assert _stored(db) == before
+    with db.connect() as conn:
+        assert conn.execute(select(store_meta.c.value).where(store_meta.c.key == "demo.state")).scalar_one() \
+            == "generating"
+        if db.dialect.name == "sqlite":
+            assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar_one() == 1
+            assert conn.exec_driver_sql("PRAGMA journal_mode").scalar_one() == "wal"
+    assert ensure_demo(db, _spec(100), progress=False) is True
+    with db.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(members)).scalar_one() == 100
+        assert conn.execute(select(func.max(members.c.member_id))).scalar_one() == "M0000100"
+
+
+def test_ensure_demo__loads_while_another_sqlite_connection_is_open(sqlite_url: str) -> None:
+    """With another connection open SQLite cannot leave WAL for the load; it loads in WAL instead."""
+    engine = open_engine(sqlite_url)
+    try:
+        with engine.connect() as other:
+            other.exec_driver_sql("SELECT 1").all()
+            other.commit()
+            assert ensure_demo(engine, _spec(100), progress=False) is True
+            assert other.execute(select(func.count()).select_from(members)).scalar_one() == 100
+            assert other.exec_driver_sql("PRAGMA journal_mode").scalar_one() == "wal"
+    finally:
+        engine.dispose()
