@@ -219,6 +219,7 @@ class _Compiler:
             if leaf.kind in ("order_count", "total_spend", "avg_order_value"):
                 self.windows.setdefault(leaf.arg.day_range(), len(self.windows))
         self.leaves: list[CompiledLeaf] = []
+        self.driving: Any = None  # the leaf whose candidates the statement starts from
 
     # -- the one per-member aggregation --------------------------------------------------------
     def stats(self, restrict: Any = None) -> FromClause:
@@ -293,6 +294,8 @@ class _Compiler:
         """Compile one leaf: its two-valued predicate and its `why` fact."""
         method = getattr(self, f"_leaf_{leaf.kind}")
         predicate, fact = method(leaf, stats, event_row)
+        if leaf is self.driving:
+            predicate = self._beyond_candidates(leaf, predicate)
         return CompiledLeaf(leaf_label(leaf), leaf, predicate, fact)
 
     def _purchase(self, f: a.PurchaseFilter, last: bool) -> tuple[ColumnElement[bool], Any]:
@@ -420,9 +423,27 @@ class _Compiler:
         and time, points by expiry, a tag. The per-member aggregation and every other check then
         run for those members only, not for all of them (sql-notes: drive from the selective
         side). None when no such leaf can say: the audience is judged over every member."""
-        found = [option for leaf in (audience.all or []) if not isinstance(leaf, a.Group)
+        found = [(option, leaf) for leaf in (audience.all or []) if not isinstance(leaf, a.Group)
                  for option in [self._candidates_of(leaf)] if option is not None]
-        return min(found, key=lambda option: option[0])[1] if found else None
+        if not found:
+            return None
+        (_, chosen), self.driving = min(found, key=lambda item: item[0][0])
+        return chosen
+
+    def _beyond_candidates(self, leaf: Any, predicate: ColumnElement[bool]) -> ColumnElement[bool]:
+        """What the driving leaf still has to check of a member its candidates admitted. Saying a
+        condition twice would make the planner square its selectivity, expect a handful of rows
+        and pick a nested loop that reruns the aggregation for each (minutes, not seconds)."""
+        f = leaf.arg
+        if leaf.kind == "last_purchase" and any(getattr(f, k) is not None for k in ("category", "sku", "platform",
+                                                                                   "trial")):
+            bounds = self.frame.bounds(f)
+            assert bounds is not None
+            source, conditions, paid_at = self._matching_lines(f)
+            return not_(exists().select_from(source).where(*conditions, paid_at >= bounds[1]))  # none newer
+        if leaf.kind == "last_purchase":
+            return predicate  # on the aggregation's latest purchase: not said twice
+        return true()  # the candidates are exactly the members the leaf admits
 
     def _candidates_of(self, leaf: Any) -> tuple[int, Select[Any]] | None:
         """(how selective it usually is: lower is narrower, the candidates) for one leaf, or None."""
