@@ -222,7 +222,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="also check and idle the daemon with N playbooks (bench/daemon_scale.py)")
     parser.add_argument("--json", type=Path, help="write every measured row here")
     parser.add_argument("--plot", type=Path, help="write the time-against-members plot (PNG) here")
+    parser.add_argument("--report", type=Path, nargs="+", metavar="JSON",
+                        help="measure nothing: print the tables (and --plot, --json) of earlier runs' files; "
+                             "a later file's row replaces an earlier one's for the same measurement")
     args = parser.parse_args(argv)
+    if args.report:
+        return report(combined(args.report), args.json, args.plot)
     sizes = [int(n) for n in args.members.split(",") if n]
     dbs = [d for d in args.db.split(",") if d]
     playbooks = [p for p in args.playbooks.split(",") if p]
@@ -249,16 +254,30 @@ def main(argv: list[str] | None = None) -> int:
         for db in dbs:
             rows += daemon_scale.measure(db, args.scale)
 
+    return report(rows, args.json, args.plot)
+
+
+def combined(paths: Iterable[Path]) -> list[Row]:
+    """The rows of several runs' JSON files; a later file's row replaces an earlier one's for the
+    same (approach, playbook, db, members)."""
+    by_key: dict[tuple[Any, ...], Row] = {}
+    for path in paths:
+        for r in json.loads(path.read_text(encoding="utf-8"))["rows"]:
+            by_key[(r["approach"], r["playbook"], r["db"], r["members"])] = r
+    return list(by_key.values())
+
+
+def report(rows: list[Row], json_path: Path | None, plot_path: Path | None) -> int:
     out = Console(width=220)
     out.print(audience_table(rows))
     out.print(other_table(rows))
     out.print("machine: " + ", ".join(f"{k} {v}" for k, v in machine().items()))
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"machine": machine(), "rows": rows}, ensure_ascii=False, indent=1) + "\n",
+    if json_path:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps({"machine": machine(), "rows": rows}, ensure_ascii=False, indent=1) + "\n",
                              encoding="utf-8")
-    if args.plot:
-        plot(rows, args.plot)
+    if plot_path:
+        plot(rows, plot_path)
     return 0
 
 
