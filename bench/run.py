@@ -177,6 +177,26 @@ def other_table(rows: list[Row]) -> Table:
     return table
 
 
+def markdown(rows: list[Row]) -> str:
+    """The audience table as Markdown, for README.md."""
+    head = ("db", "members", "playbook", "audience", "Siyu s", "hand SQL s", "pandas s", "DuckDB s",
+            "loop s (extrapolated)", "Siyu / SQL", "pandas / Siyu", "loop / Siyu", "Siyu peak MB")
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---:" if i > 2 else "---" for i in range(len(head))) + "|"]
+    grouped: dict[tuple[str, int, str], dict[str, Row]] = defaultdict(dict)
+    for r in rows:
+        if r["approach"] in APPROACHES:
+            grouped[(r["db"], r["members"], r["playbook"])][r["approach"]] = r
+    for (db, members, playbook), by in sorted(grouped.items()):
+        s = {a: by[a]["seconds"] if a in by else None for a in APPROACHES}
+        audience = next(iter(by.values()))["rows"] if "siyu" not in by else by["siyu"]["rows"]
+        cells = [db, f"{members:,}", playbook, f"{audience:,}",
+                 *(f"{s[a]:.2f}" if s[a] is not None else "–" for a in APPROACHES),
+                 _ratio(s["siyu"], s["sql"]), _ratio(s["pandas"], s["siyu"]), _ratio(s["loop"], s["siyu"]),
+                 f"{by['siyu']['peak_rss_mb']:.0f}" if "siyu" in by else "–"]
+        lines.append("| " + " | ".join(c.replace("-", "–") if c == "-" else c for c in cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def plot(rows: list[Row], path: Path) -> None:
     """Time against members, log-log: one panel per database, one line per approach (the sum over
     the bundled example playbooks)."""
@@ -222,12 +242,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="also check and idle the daemon with N playbooks (bench/daemon_scale.py)")
     parser.add_argument("--json", type=Path, help="write every measured row here")
     parser.add_argument("--plot", type=Path, help="write the time-against-members plot (PNG) here")
+    parser.add_argument("--markdown", type=Path, help="write the audience table as Markdown here (for README.md)")
     parser.add_argument("--report", type=Path, nargs="+", metavar="JSON",
                         help="measure nothing: print the tables (and --plot, --json) of earlier runs' files; "
                              "a later file's row replaces an earlier one's for the same measurement")
     args = parser.parse_args(argv)
     if args.report:
-        return report(combined(args.report), args.json, args.plot)
+        return report(combined(args.report), args.json, args.plot, args.markdown)
     sizes = [int(n) for n in args.members.split(",") if n]
     dbs = [d for d in args.db.split(",") if d]
     playbooks = [p for p in args.playbooks.split(",") if p]
@@ -254,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
         for db in dbs:
             rows += daemon_scale.measure(db, args.scale)
 
-    return report(rows, args.json, args.plot)
+    return report(rows, args.json, args.plot, args.markdown)
 
 
 def combined(paths: Iterable[Path]) -> list[Row]:
@@ -267,7 +288,7 @@ def combined(paths: Iterable[Path]) -> list[Row]:
     return list(by_key.values())
 
 
-def report(rows: list[Row], json_path: Path | None, plot_path: Path | None) -> int:
+def report(rows: list[Row], json_path: Path | None, plot_path: Path | None, markdown_path: Path | None = None) -> int:
     out = Console(width=220)
     out.print(audience_table(rows))
     out.print(other_table(rows))
@@ -278,6 +299,8 @@ def report(rows: list[Row], json_path: Path | None, plot_path: Path | None) -> i
                              encoding="utf-8")
     if plot_path:
         plot(rows, plot_path)
+    if markdown_path:
+        markdown_path.write_text(markdown(rows), encoding="utf-8")
     return 0
 
 
