@@ -34,7 +34,7 @@ from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: the repo root, for bench.*
 
-from bench.measure import DATA, PG_SERVER, ROOT, Row, row, run_child, siyu_argv
+from bench.measure import DATA, ROOT, Row, empty_database, row, run_child, siyu_argv
 
 if TYPE_CHECKING:
     from zoneinfo import ZoneInfo
@@ -366,24 +366,7 @@ def measure_check(folder: Path, count: int) -> Row:
 def fresh_database(db: str, folder: Path) -> str:
     """An empty database for the daemon with the demo brand in it, recreated every run: nothing left
     over from an earlier run (a deferred touch, an unfinished run) may give the daemon work."""
-    if db == "sqlite":
-        path = folder / "siyu.db"
-        for leftover in (path, path.with_name("siyu.db-wal"), path.with_name("siyu.db-shm")):
-            leftover.unlink(missing_ok=True)
-        return f"sqlite:///{path}"
-    if db == "postgres":
-        from sqlalchemy import create_engine, text
-
-        name = "siyu_bench_daemon_scale"
-        server = create_engine(f"{PG_SERVER}/postgres", isolation_level="AUTOCOMMIT")
-        try:
-            with server.connect() as conn:
-                conn.execute(text(f'drop database if exists "{name}" with (force)'))
-                conn.execute(text(f'create database "{name}"'))
-        finally:
-            server.dispose()
-        return f"{PG_SERVER}/{name}"
-    raise SystemExit(f"--db: unknown database {db!r} (sqlite, postgres)")
+    return empty_database(db, folder / "siyu.db", "siyu_bench_daemon_scale")
 
 
 def seed_demo(url: str, timezone: str) -> None:

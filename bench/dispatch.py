@@ -43,11 +43,11 @@ import httpx
 import structlog
 import yaml
 from fake_vendor import STATS_PATH, channel_settings
-from measure import DATA, PG_SERVER, ROOT, Row, peak_rss_mb, row, timed
+from measure import DATA, ROOT, Row, empty_database, peak_rss_mb, row, timed
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
-from sqlalchemy import Engine, create_engine, insert, text
+from sqlalchemy import Engine, insert
 
 from channels.aliyun_signing import signed_params
 from channels.aliyun_sms import API_VERSION, AliyunSmsSettings
@@ -114,23 +114,8 @@ def audience(size: int, channel: str, at: datetime) -> Audience:
 
 
 def fresh_database(db: str) -> str:
-    """An empty database for one measurement: the SQLite file deleted, the PostgreSQL database recreated."""
-    if db == "sqlite":
-        DATA.mkdir(parents=True, exist_ok=True)
-        path = DATA / "dispatch-sqlite.db"
-        for leftover in (path, path.with_name(f"{path.name}-wal"), path.with_name(f"{path.name}-shm")):
-            leftover.unlink(missing_ok=True)
-        return f"sqlite:///{path}"
-    if db == "postgres":
-        admin = create_engine(f"{PG_SERVER}/postgres", isolation_level="AUTOCOMMIT")
-        try:
-            with admin.connect() as conn:
-                conn.execute(text(f'drop database if exists "{PG_DATABASE}" with (force)'))
-                conn.execute(text(f'create database "{PG_DATABASE}"'))
-        finally:
-            admin.dispose()
-        return f"{PG_SERVER}/{PG_DATABASE}"
-    raise SystemExit(f"--db: unknown database {db!r} (sqlite, postgres)")
+    """An empty database for one measurement."""
+    return empty_database(db, DATA / "dispatch-sqlite.db", PG_DATABASE)
 
 
 def seed(engine: Engine, people: Audience, progress: Progress) -> None:

@@ -134,6 +134,29 @@ def database_url(db: str, members: int) -> str:
     raise SystemExit(f"--db: unknown database {db!r} (sqlite, postgres)")
 
 
+def empty_database(db: str, sqlite_path: Path, pg_name: str) -> str:
+    """An empty database for one measurement: the SQLite file (and its WAL) deleted, or the
+    PostgreSQL database dropped and created again."""
+    if db == "sqlite":
+        sqlite_path.parent.mkdir(parents=True, exist_ok=True)
+        for leftover in (sqlite_path, sqlite_path.with_name(f"{sqlite_path.name}-wal"),
+                         sqlite_path.with_name(f"{sqlite_path.name}-shm")):
+            leftover.unlink(missing_ok=True)
+        return f"sqlite:///{sqlite_path}"
+    if db == "postgres":
+        from sqlalchemy import create_engine, text
+
+        admin = create_engine(f"{PG_SERVER}/postgres", isolation_level="AUTOCOMMIT")
+        try:
+            with admin.connect() as conn:
+                conn.execute(text(f'drop database if exists "{pg_name}" with (force)'))
+                conn.execute(text(f'create database "{pg_name}"'))
+        finally:
+            admin.dispose()
+        return f"{PG_SERVER}/{pg_name}"
+    raise SystemExit(f"--db: unknown database {db!r} (sqlite, postgres)")
+
+
 def _create_pg_database(name: str) -> None:
     from sqlalchemy import create_engine, text
 

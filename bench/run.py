@@ -137,6 +137,15 @@ def _ratio(a: float | None, b: float | None) -> str:
     return f"{a / b:.2f}×"
 
 
+def by_measurement(rows: list[Row]) -> list[tuple[tuple[str, int, str], dict[str, Row]]]:
+    """The audience rows grouped per (db, members, playbook), each group keyed by approach."""
+    grouped: dict[tuple[str, int, str], dict[str, Row]] = defaultdict(dict)
+    for r in rows:
+        if r["approach"] in APPROACHES:
+            grouped[(r["db"], r["members"], r["playbook"])][r["approach"]] = r
+    return sorted(grouped.items())
+
+
 def audience_table(rows: list[Row]) -> Table:
     table = Table(title="audiences: seconds, and ratios (loop: extrapolated from its sample)")
     for name, justify in (("db", "left"), ("members", "right"), ("playbook", "left"), ("audience", "right"),
@@ -145,11 +154,7 @@ def audience_table(rows: list[Row]) -> Table:
                           ("duckdb/siyu", "right"), ("loop/siyu", "right"), ("siyu rows/s", "right"),
                           ("siyu MB", "right")):
         table.add_column(name, justify=justify)  # type: ignore[arg-type]
-    grouped: dict[tuple[str, int, str], dict[str, Row]] = defaultdict(dict)
-    for r in rows:
-        if r["approach"] in APPROACHES:
-            grouped[(r["db"], r["members"], r["playbook"])][r["approach"]] = r
-    for (db, members, playbook), by in sorted(grouped.items()):
+    for (db, members, playbook), by in by_measurement(rows):
         s = {a: by[a]["seconds"] if a in by else None for a in APPROACHES}
         siyu = by.get("siyu")
         audience = siyu["rows"] if siyu else next(iter(by.values()))["rows"]
@@ -182,11 +187,7 @@ def markdown(rows: list[Row]) -> str:
     head = ("db", "members", "playbook", "audience", "Siyu s", "hand SQL s", "pandas s", "DuckDB s",
             "loop s (extrapolated)", "Siyu / SQL", "pandas / Siyu", "loop / Siyu", "Siyu peak MB")
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---:" if i > 2 else "---" for i in range(len(head))) + "|"]
-    grouped: dict[tuple[str, int, str], dict[str, Row]] = defaultdict(dict)
-    for r in rows:
-        if r["approach"] in APPROACHES:
-            grouped[(r["db"], r["members"], r["playbook"])][r["approach"]] = r
-    for (db, members, playbook), by in sorted(grouped.items()):
+    for (db, members, playbook), by in by_measurement(rows):
         s = {a: by[a]["seconds"] if a in by else None for a in APPROACHES}
         audience = next(iter(by.values()))["rows"] if "siyu" not in by else by["siyu"]["rows"]
         cells = [db, f"{members:,}", playbook, f"{audience:,}",
