@@ -73,6 +73,11 @@ class TokenCache:
         self._memory = None
         if not await asyncio.to_thread(self._claim):
             return None
+        row = await asyncio.to_thread(self._read)  # another replica may have stored one since our read
+        if row is not None and self._fresh(row["token"], row["expires_at"]):
+            await asyncio.to_thread(self._release)
+            self._memory, self._read_at = (str(row["token"]), row["expires_at"]), now
+            return str(row["token"])
         try:
             token, ttl = await self.fetch()
         except BaseException:
