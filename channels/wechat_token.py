@@ -66,18 +66,15 @@ class TokenCache:
         now = self.clock()
         if self._memory and self._fresh(*self._memory) and now < self._read_at + self.reread:
             return self._memory[0]  # read from the store less than `reread` ago
-        row = await asyncio.to_thread(self._read)
-        if row is not None and self._fresh(row["token"], row["expires_at"]):
-            self._memory, self._read_at = (str(row["token"]), row["expires_at"]), now
-            return str(row["token"])
-        self._memory = None
+        stored = await self._stored(now)
+        if stored is not None:
+            return stored
         if not await asyncio.to_thread(self._claim):
             return None
-        row = await asyncio.to_thread(self._read)  # another replica may have stored one since our read
-        if row is not None and self._fresh(row["token"], row["expires_at"]):
+        stored = await self._stored(now)  # another replica may have stored one since our read
+        if stored is not None:
             await asyncio.to_thread(self._release)
-            self._memory, self._read_at = (str(row["token"]), row["expires_at"]), now
-            return str(row["token"])
+            return stored
         try:
             token, ttl = await self.fetch()
         except BaseException:
@@ -86,6 +83,15 @@ class TokenCache:
         await asyncio.to_thread(self._store, token, ttl)
         self._memory, self._read_at = (token, self.clock() + timedelta(seconds=ttl)), self.clock()
         return token
+
+    async def _stored(self, now: datetime) -> str | None:
+        """The store's token if it is fresh (kept in memory as read at `now`), else None."""
+        row = await asyncio.to_thread(self._read)
+        if row is None or not self._fresh(row["token"], row["expires_at"]):
+            self._memory = None
+            return None
+        self._memory, self._read_at = (str(row["token"]), row["expires_at"]), now
+        return str(row["token"])
 
     async def refresh_after(self, bad: str) -> str:
         """The vendor said `bad` expired: forget it (if still stored) and get a new one, once."""
