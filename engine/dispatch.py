@@ -15,7 +15,7 @@ the adapter's `lookup`: only an authoritative `not_sent` puts a row back in the 
 from __future__ import annotations
 
 import asyncio
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -274,18 +274,24 @@ class Dispatcher:
 
     # -- 3. record ------------------------------------------------------------------------------------
     def _record(self, name: str, touches: Sequence[Touch], outcomes: Sequence[Outcome], held: set[str]) -> None:
+        """Write the outcomes in one transaction: the settled rows by one statement per state, then log them."""
         now = self.clock()
         by_id = {t.touch_id: t for t in touches}
+        settle: dict[TouchState, list[dict[str, Any]]] = defaultdict(list)
         with write_transaction(self.engine) as conn:
-            for outcome in outcomes:
-                touch = by_id[outcome.touch_id]
-                state = self._apply(conn, name, touch, outcome, now)
-                held.discard(touch.touch_id)
-                self.counts[state] += 1
-                self._log(f"touch.{state}", touch, state, code=outcome.code, error=outcome.message,
-                          vendor_id=outcome.vendor_id)
+            states = [self._apply(conn, name, by_id[o.touch_id], o, now, settle) for o in outcomes]
+            for final, rows in settle.items():
+                ledger.settle_many(conn, final, self.owner, rows)
+        for outcome, state in zip(outcomes, states, strict=True):
+            touch = by_id[outcome.touch_id]
+            held.discard(touch.touch_id)
+            self.counts[state] += 1
+            self._log(f"touch.{state}", touch, state, code=outcome.code, error=outcome.message,
+                      vendor_id=outcome.vendor_id, provider=outcome.provider)
 
-    def _apply(self, conn: Any, name: str, touch: Touch, outcome: Outcome, now: datetime) -> str:
+    def _apply(self, conn: Any, name: str, touch: Touch, outcome: Outcome, now: datetime,
+               settle: dict[TouchState, list[dict[str, Any]]]) -> str:
+        """Write what `outcome` means, except the row's own settling, which is added to `settle`."""
         error = {"error_code": outcome.code, "error_message": outcome.message}
         if name in self._probing and outcome.kind != OutcomeKind.channel_fatal:
             ledger.resume_channel(conn, name)  # the probe got an answer that is not fatal: the channel works
@@ -293,12 +299,12 @@ class Dispatcher:
             self.paused.pop(name, None)
             log.info("channel.resumed", channel=name)
         if outcome.kind == OutcomeKind.sent:
-            ledger.settle(conn, touch.touch_id, TouchState.sent, owner=self.owner, sent_at=now, touch_at=now,
-                          vendor_id=outcome.vendor_id, provider=outcome.provider, error_code=None,
-                          error_message=None)
+            settle[TouchState.sent].append({"touch_id": touch.touch_id, "sent_at": now, "touch_at": now,
+                                            "vendor_id": outcome.vendor_id, "provider": outcome.provider,
+                                            "error_code": None, "error_message": None})
             return TouchState.sent
         if outcome.kind == OutcomeKind.failed_member:
-            ledger.settle(conn, touch.touch_id, TouchState.failed, owner=self.owner, **error)
+            settle[TouchState.failed].append({"touch_id": touch.touch_id, **error})
             phone = touch.address.get("phone")
             ledger.add_suppression(conn, member_id=None if phone else touch.member_id, phone=phone, channel=name,
                                    reason=f"{outcome.code}: {outcome.message}", source="vendor", now=now)
@@ -321,7 +327,7 @@ class Dispatcher:
             ledger.await_lookup(conn, touch.touch_id, self.owner, now + self.settings.lease,
                                 provider=outcome.provider, **error)
             return "awaiting_lookup"
-        ledger.settle(conn, touch.touch_id, TouchState.failed, owner=self.owner, **error)
+        settle[TouchState.failed].append({"touch_id": touch.touch_id, **error})
         return TouchState.failed
 
     # -- reconciliation -------------------------------------------------------------------------------

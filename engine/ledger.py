@@ -28,6 +28,7 @@ from sqlalchemy import (
     ColumnElement,
     Connection,
     and_,
+    bindparam,
     case,
     delete,
     func,
@@ -280,6 +281,22 @@ def settle(conn: Connection, touch_id: str, state: TouchState, *, owner: str | N
     result = conn.execute(update(touches).where(*conditions)
                           .values(state=state, lease_until=None, **values))
     return bool(result.rowcount)
+
+
+def settle_many(conn: Connection, state: TouchState, owner: str, rows: Sequence[Mapping[str, Any]]) -> int:
+    """Move several `sending` rows held by `owner` to `state`: one UPDATE, executed once per row
+    (executemany). Each mapping holds `touch_id` and that row's values, all mappings the same
+    columns. A row no longer ours (lease lost) is left as it is; returns how many rows moved."""
+    if not rows:
+        return 0
+    columns = [c for c in rows[0] if c != "touch_id"]
+    # bound as `b_<column>`: SQLAlchemy reserves the column names themselves for the SET clause
+    statement = (update(touches)
+                 .where(touches.c.touch_id == bindparam("b_touch_id"), touches.c.state == TouchState.sending,
+                        touches.c.lease_owner == owner)
+                 .values(state=state, lease_until=None, **{c: bindparam(f"b_{c}") for c in columns}))
+    result = conn.execute(statement, [{f"b_{k}": v for k, v in row.items()} for row in rows])
+    return int(result.rowcount or 0)
 
 
 def settle_unknown(conn: Connection, touch_id: str, owner: str, code: str | None, message: str | None) -> bool:

@@ -125,6 +125,24 @@ def test_claim_batch__two_claimers_never_share_a_row(brand: Brand) -> None:
     assert Counter(r["lease_owner"] for r in brand.touches()) == {"one": 2, "two": 3}
 
 
+def test_settle_many__only_the_lease_owner_settles_each_row_with_its_own_values(brand: Brand) -> None:
+    """One statement settles a slice: rows `me` holds get their own values; a row another sender now
+    holds, or one already settled, is left as it is."""
+    lease = {"lease_until": AT + LEASE, "attempts": 1}
+    seed(brand.engine, touch_row("p", "M1", "o", "sending", AT, lease_owner="me", **lease),
+         touch_row("p", "M2", "o", "sending", AT, lease_owner="me", **lease),
+         touch_row("p", "TAKEN", "o", "sending", AT, lease_owner="other", **lease),
+         touch_row("p", "DONE", "o", "sent", AT, lease_owner="me", vendor_id="first"))
+    later = AT + timedelta(minutes=1)
+    rows = [{"touch_id": touch_id_for("p", m, "o"), "sent_at": later, "vendor_id": f"biz-{m}"}
+            for m in ("M1", "M2", "TAKEN", "DONE")]
+    with write_transaction(brand.engine) as conn:
+        assert ledger.settle_many(conn, TouchState.sent, "me", rows) == 2
+    got = {r["member_id"]: (r["state"], r["vendor_id"], r["sent_at"], r["lease_until"]) for r in brand.touches()}
+    assert got == {"M1": ("sent", "biz-M1", later, None), "M2": ("sent", "biz-M2", later, None),
+                   "TAKEN": ("sending", None, None, AT + LEASE), "DONE": ("sent", "first", None, None)}
+
+
 def _abandoned(brand: Brand, *member_ids: str, lease_until: object) -> list[str]:
     """`sending` rows of a sender that died (owner `dead`), for members with phones."""
     with brand.engine.begin() as conn:
