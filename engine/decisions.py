@@ -16,6 +16,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
+from functools import cached_property
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -106,10 +107,6 @@ def choose_offer(offer: Offer | None, order_count: int, total_fen: int, today: d
     return None
 
 
-def _local(value: datetime | None, tz: ZoneInfo) -> str | None:
-    return None if value is None else value.astimezone(tz).isoformat()
-
-
 def member_context(row: AudienceRow, tz: ZoneInfo) -> dict[str, Any]:
     """The `member` template variable: stored fields, tags and order metrics (money in yuan)."""
     member = {name: row[name] for name in MEMBER_FIELDS}
@@ -145,7 +142,7 @@ def why(row: AudienceRow, member: Mapping[str, Any], compiled: CompiledAudience,
         "order_count": member["order_count"],
         "total_spend": str(member["total_spend"]),
         "avg_order_value": None if member["avg_order_value"] is None else str(member["avg_order_value"]),
-        "last_purchase_at": _local(row["last_purchase_at"], tz),
+        "last_purchase_at": None if member["last_purchase_at"] is None else member["last_purchase_at"].isoformat(),
         "habitual_platform": member["habitual_platform"],
     }
     for key, label in compiled.fact_labels.items():
@@ -190,6 +187,7 @@ class Evaluation:
     skip_decided: bool = False
     sends: int = 0
     _touched: set[str] = field(default_factory=set)
+    _payloads: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def compile(self, **kwargs: Any) -> CompiledAudience:
         skip = (self.occurrence or "event") if self.skip_decided else None
@@ -205,9 +203,12 @@ class Evaluation:
         """The audience, screened, in batches (the unit of one ledger transaction)."""
         compiled = self.compile()
         result = conn.execution_options(stream_results=True, yield_per=1000).execute(compiled.statement)
+        keys = tuple(result.keys())
         batch: list[Decision | Screened] = []
-        for row in result.mappings():
-            batch.append(self.screen(row, compiled))
+        for values in result:
+            # A plain dict per row: every field is read several times below, and a dict is the
+            # cheapest mapping to read (this loop runs once per audience member).
+            batch.append(self.screen(dict(zip(keys, values, strict=True)), compiled))
             if len(batch) >= batch_size:
                 yield batch
                 batch = []
@@ -220,8 +221,7 @@ class Evaluation:
         member = member_context(row, tz)
         facts = why(row, member, compiled, tz)
         event_id = row["event_id"] if compiled.event_mode else None
-        occurrence = event_id if event_id is not None else (
-            self.occurrence or self.frame.at.astimezone(tz).isoformat())
+        occurrence = event_id if event_id is not None else self._occurrence
         member_id = row["member_id"]
 
         def verdict(decision: str, reason: str | None = None, candidate: dict[str, Any] | None = None) -> Decision:
@@ -244,6 +244,11 @@ class Evaluation:
             return verdict("holdout", candidate=offer)
         return Screened(Candidate(member_id, row["phone"], channels), row, member, facts, offer, occurrence,
                         event_id)
+
+    @cached_property
+    def _occurrence(self) -> str:
+        """The ledger key of a scheduled run (its time; the dry-run's instant)."""
+        return self.occurrence or self.frame.at.astimezone(self.frame.tz).isoformat()
 
     def _remember(self, member_id: str) -> None:
         # Two due events of one member in one run: the second sees the first for cooldown.
@@ -273,9 +278,8 @@ class Evaluation:
         if limit is not None and self.sends >= limit:
             return verdict("suppressed", "max_per_run")
         context = self.context(s.member, s.offer, s.row, s.event_id is not None)
-        step = next(step for step in self.playbook.channels if step.channel == choice.channel)
         try:
-            message = render_value(step.message.model_dump(exclude_none=True), context)
+            message = render_value(self._payload(choice.channel), context)
         except Exception as exc:  # noqa: BLE001 - any failure of a marketer's template suppresses this touch
             s.facts["render_error"] = str(exc) if isinstance(exc, TemplateError) else f"{type(exc).__name__}: {exc}"
             return verdict("suppressed", "render_error")
@@ -283,6 +287,13 @@ class Evaluation:
         self._remember(s.candidate.member_id)
         return verdict("send", channel=choice.channel, offer=s.offer, message=message,
                        not_before=choice.not_before, cost_e4=choice.cost_e4)
+
+    def _payload(self, channel: str) -> dict[str, Any]:
+        """The channel step's message as written (templates unrendered), dumped once per evaluation."""
+        if channel not in self._payloads:
+            step = next(step for step in self.playbook.channels if step.channel == channel)
+            self._payloads[channel] = step.message.model_dump(exclude_none=True)
+        return self._payloads[channel]
 
     def context(self, member: dict[str, Any], offer: dict[str, Any] | None, row: AudienceRow,
                 event_mode: bool) -> dict[str, Any]:

@@ -113,6 +113,7 @@ class LedgerGate:
     _suppressed: dict[str, set[str]] = field(default_factory=dict)
     _spend: dict[str, int] = field(default_factory=dict)
     _playbook_spend: dict[date, int] = field(default_factory=dict)
+    _when: dict[str, tuple[datetime | None, date, bool]] = field(default_factory=dict)
 
     def prepare(self, candidates: Sequence[Candidate]) -> None:
         ids = [c.member_id for c in candidates]
@@ -141,6 +142,16 @@ class LedgerGate:
                                                day_start(day + timedelta(days=1), self.tz), channel=channel)
         return self._spend[key]
 
+    def _send_time(self, channel: str) -> tuple[datetime | None, date, bool]:
+        """When a touch on `channel` decided `now` may go out (None: at once), its local day, and
+        whether the caps allow it to a member with no touch yet (most members: worked out once)."""
+        if channel not in self._when:
+            not_before = next_allowed(self.now, self.policies.quiet_hours.get(channel, ()), self.tz)
+            day = local_date(not_before or self.now, self.tz)
+            self._when[channel] = (not_before, day,
+                                   frequency_allows(self.policies.frequency, MemberHistory({}), channel, day))
+        return self._when[channel]
+
     def choose(self, candidate: Candidate) -> Choice:
         blocked = self._suppressed.get(candidate.member_id, set())
         channels = [ch for ch in candidate.channels if ch not in blocked and "all" not in blocked]
@@ -149,9 +160,10 @@ class LedgerGate:
         history = self._histories.setdefault(candidate.member_id, MemberHistory({}))
         first_refusal: str | None = None
         for channel in channels:
-            not_before = next_allowed(self.now, self.policies.quiet_hours.get(channel, ()), self.tz)
-            day = local_date(not_before or self.now, self.tz)
-            if not frequency_allows(self.policies.frequency, history, channel, day):
+            not_before, day, allowed_to_untouched = self._send_time(channel)
+            allowed = frequency_allows(self.policies.frequency, history, channel, day) if history.counts \
+                else allowed_to_untouched
+            if not allowed:
                 first_refusal = first_refusal or "frequency_cap"
                 continue
             cost = self.policies.costs_e4.get(channel, 0)
