@@ -280,7 +280,7 @@ class _Compiler:
         if f.platform is not None:
             conditions.append(o.c.platform == f.platform)
         if f.category is not None or f.sku is not None or f.trial is not None:
-            i = order_items.alias("i")
+            i = order_items.alias("i" if correlated else f"{o.name}_items")
             source = o.join(i, i.c.order_id == o.c.order_id)
             if f.category is not None:
                 conditions.append(i.c.category == f.category)
@@ -317,7 +317,7 @@ class _Compiler:
 
     def _leaf_last_purchase(self, leaf: a.LastPurchase, stats: FromClause, event_row: Any) -> tuple[Any, Any]:
         f = leaf.last_purchase
-        if f.category is None and f.sku is None and f.platform is None and f.trial is None:
+        if not _filters_lines(f):
             # any paid order: the aggregation already holds the latest one
             return _in_bounds(stats.c.last_purchase_at, self.frame.bounds(f)), stats.c.last_purchase_at
         return self._purchase(f, last=True)
@@ -434,14 +434,7 @@ class _Compiler:
         """What the driving leaf still has to check of a member its candidates admitted. Saying a
         condition twice would make the planner square its selectivity, expect a handful of rows
         and pick a nested loop that reruns the aggregation for each (minutes, not seconds)."""
-        f = leaf.arg
-        if leaf.kind == "last_purchase" and any(getattr(f, k) is not None for k in ("category", "sku", "platform",
-                                                                                   "trial")):
-            bounds = self.frame.bounds(f)
-            assert bounds is not None
-            source, conditions, paid_at = self._matching_lines(f)
-            return not_(exists().select_from(source).where(*conditions, paid_at >= bounds[1]))  # none newer
-        if leaf.kind == "last_purchase":
+        if leaf.kind == "last_purchase" and not _filters_lines(leaf.arg):
             return predicate  # on the aggregation's latest purchase: not said twice
         return true()  # the candidates are exactly the members the leaf admits
 
@@ -457,8 +450,15 @@ class _Compiler:
             near, far = f.day_range()
             if far - near > WIDEST_CANDIDATE_WINDOW_DAYS:
                 return None  # months of orders admit much of the base: one pass over all is cheaper
-            return (0 if far - near < 7 else 2), (select(o.c.member_id).select_from(source)
-                                                  .where(*conditions, _in_bounds(paid_at, bounds)))
+            conditions.append(_in_bounds(paid_at, bounds))
+            if leaf.kind == "last_purchase" and _filters_lines(f):
+                # ... and none of the member's matching purchases is newer: the candidates are then
+                # exactly the leaf's members, and the aggregation runs for those only.
+                n = orders.alias("newer_orders")
+                newer_source, newer_conditions, newer_paid_at = self._matching_lines(f, n)
+                conditions.append(not_(exists().select_from(newer_source).where(
+                    n.c.member_id == o.c.member_id, *newer_conditions, newer_paid_at >= bounds[1])))
+            return (0 if far - near < 7 else 2), select(o.c.member_id).select_from(source).where(*conditions)
         if leaf.kind == "coupon_expiring":
             c = coupons.alias("candidate_coupons")
             return 0, select(c.c.member_id).where(*self._live_coupons(c, leaf.arg))
@@ -489,6 +489,11 @@ class _Compiler:
         compiled_leaf = self.leaf(node, stats, event_row)
         self.leaves.append(compiled_leaf)
         return compiled_leaf.predicate
+
+
+def _filters_lines(f: a.PurchaseFilter) -> bool:
+    """Whether `f` picks some order lines (category, sku, platform, trial) rather than any paid order."""
+    return any(getattr(f, k) is not None for k in ("category", "sku", "platform", "trial"))
 
 
 def _tags(dialect: str) -> Any:
@@ -559,7 +564,12 @@ def compile_audience(playbook: Playbook, frame: Frame, *, event_window: timedelt
     if explain_member is not None:
         restrict = [explain_member]
     elif event_row is None:
-        restrict = candidates = compiler.candidates(playbook.audience)
+        chosen = compiler.candidates(playbook.audience)
+        if chosen is not None:
+            # Named once, read twice (the aggregation and the member filter): both databases
+            # evaluate it once rather than per reference.
+            named = chosen.cte("candidates")
+            restrict = candidates = select(named.c.member_id)
     stats = compiler.stats(restrict)
     predicate = compiler.condition(playbook.audience, stats, event_row)
 
