@@ -7,7 +7,9 @@ registered by name in `channels.ADAPTERS` and configured from the config file.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import asyncio
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -149,6 +151,62 @@ class ReceiptSource(Protocol):
     """
 
     async def pull(self, touches: Sequence[Touch], since: datetime) -> Inbound: ...
+
+
+@runtime_checkable
+class KeepsConnections(Protocol):
+    """**Protocol:** an adapter that can keep its HTTP connections from one call to the next.
+
+    `open()`, called on the event loop that will use the adapter, starts keeping them;
+    `aclose()` stops: idle connections are closed at once, those of calls still in flight when
+    the call ends (it is never cut short). Without `open()`, each call makes its own and closes
+    them. The dispatcher opens the adapters it sends through and closes them when it is done.
+    """
+
+    def open(self) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+
+class HttpClients:
+    """An adapter's HTTP clients, kept between `open()` and `aclose()` (see `KeepsConnections`).
+
+    A call takes an idle client (or makes one) and gives it back, so connections and the TLS
+    context outlive a batch. One client per call in flight rather than one for all: httpcore's
+    pool does work per request that grows with its connections, and one client shared by every
+    slice in flight cost more CPU per SMS than a new client per slice. Clients belong to the
+    event loop that opened them; on any other loop (each `asyncio.run`) a call makes its own.
+    """
+
+    def __init__(self, make: Callable[[], httpx.AsyncClient]) -> None:
+        self._make = make
+        self._idle: list[httpx.AsyncClient] = []
+        self._loop: asyncio.AbstractEventLoop | None = None  #: the loop it is open on; None: closed
+
+    def open(self) -> None:
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:
+            self._idle = []  # left open on a loop that has ended: unusable here
+        self._loop = loop
+
+    async def aclose(self) -> None:
+        self._loop = None
+        idle, self._idle = self._idle, []
+        for client in idle:
+            await client.aclose()
+
+    @asynccontextmanager
+    async def client(self) -> AsyncIterator[httpx.AsyncClient]:
+        """A client for one call: a kept one while open on this loop, else one closed after the call."""
+        loop = asyncio.get_running_loop()
+        client = self._idle.pop() if self._loop is loop and self._idle else self._make()
+        try:
+            yield client
+        finally:
+            if self._loop is loop and not client.is_closed:
+                self._idle.append(client)
+            else:
+                await client.aclose()
 
 
 class ChannelSettings(GrammarModel):

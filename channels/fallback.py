@@ -33,6 +33,7 @@ from channels.base import (
     ChannelError,
     ChannelSettings,
     Inbound,
+    KeepsConnections,
     Outcome,
     OutcomeKind,
     ReceiptSource,
@@ -91,6 +92,16 @@ class FallbackChannel:
         self.rest_for = primary_settings.pause_for
         self.clock = clock or (lambda: datetime.now(UTC))
         self.resting_until: datetime | None = None
+
+    def open(self) -> None:
+        for provider in (self.primary, self.fallback):
+            if isinstance(provider, KeepsConnections):
+                provider.open()
+
+    async def aclose(self) -> None:
+        for provider in (self.primary, self.fallback):
+            if isinstance(provider, KeepsConnections):
+                await provider.aclose()
 
     # -- send -------------------------------------------------------------------------------
     async def send(self, touches: Sequence[Touch]) -> list[Outcome]:

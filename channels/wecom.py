@@ -31,6 +31,7 @@ from channels.base import (
     NOT_CONNECTED,
     ChannelContext,
     ChannelSettings,
+    HttpClients,
     Inbound,
     Outcome,
     OutcomeKind,
@@ -113,15 +114,22 @@ class WecomChannel:
         self.clock = context.clock or clock_now
         self.base_url = (settings.base_url or "https://qyapi.weixin.qq.com").rstrip("/")
         self.tls = ssl.create_default_context(cafile=certifi.where())  # once: building one costs ~50 ms
+        self.http = HttpClients(lambda: httpx.AsyncClient(base_url=self.base_url, timeout=self.settings.timeout,
+                                                          verify=self.tls))
         self.tokens = TokenCache(context.store, f"wecom:{settings.corp_id}", self._fetch_token, clock=context.clock)
+
+    def open(self) -> None:
+        self.http.open()
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
 
     # -- transport ------------------------------------------------------------------------------------
     async def _request(self, method: str, path: str, *, params: dict[str, str],
                        body: dict[str, Any] | None = None) -> dict[str, Any]:
         """One HTTP call. Raises _Failure: retry if the request surely never left, unknown otherwise."""
         try:
-            async with httpx.AsyncClient(base_url=self.base_url, timeout=self.settings.timeout,
-                                         verify=self.tls) as client:
+            async with self.http.client() as client:
                 response = await client.request(method, path, params=params, json=body)
         except NOT_CONNECTED as exc:
             raise _Failure(K.retry, CONNECT_FAILED, f"connection not established: {type(exc).__name__}") from exc

@@ -27,6 +27,7 @@ from apscheduler.triggers.base import BaseTrigger
 
 from engine.clock import now as clock_now
 from engine.cron import Cron
+from engine.dispatch import Dispatcher
 from engine.errors import SiyuError
 from engine.logs import log
 from engine.service import Service
@@ -67,6 +68,7 @@ class Daemon:
         self.scheduler = AsyncIOScheduler(timezone=UTC)
         self.work_lock = asyncio.Lock()  # evaluations run one at a time (decision order = priority order)
         self.tasks: list[asyncio.Task[None]] = []
+        self.retired: list[Dispatcher] = []  # replaced by a reload: their adapters' connections are closed at exit
 
     # -- the loop --------------------------------------------------------------------------------
     async def run(self, install_signal_handlers: bool = True) -> int:
@@ -125,6 +127,8 @@ class Daemon:
         for task in self.tasks:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
+        for dispatcher in (*self.retired, self.dispatcher):
+            await dispatcher.aclose()
         self.service.engine.dispose()
         log.info("daemon.stopped")
         return 0
@@ -239,11 +243,16 @@ class Daemon:
             log.warning("reload.kept_old_set", playbooks=len(self.service.playbooks))
             return
         async with self.work_lock:
-            old = self.service
+            old, replaced = self.service, self.dispatcher
             self.service = fresh
             self.dispatcher = fresh.dispatcher(self.clock) if self._channels_changed(old, fresh) else self.dispatcher
             self.dispatcher.playbooks = {p.id: p for p in fresh.playbooks}
             self._schedule()
+        if replaced is not self.dispatcher:
+            # its sends in flight keep their connections until they end; closed again at shutdown,
+            # in case a batch it had begun to claim opened them again
+            await replaced.aclose()
+            self.retired.append(replaced)
         log.info("reload.done", playbooks=len(fresh.playbooks))
         self.notifier.status(self._status())
 

@@ -26,7 +26,15 @@ from sqlalchemy import Engine
 from sqlalchemy.engine import RowMapping
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
 
-from channels.base import Channel, ChannelError, ChannelSettings, Outcome, OutcomeKind, Touch
+from channels.base import (
+    Channel,
+    ChannelError,
+    ChannelSettings,
+    KeepsConnections,
+    Outcome,
+    OutcomeKind,
+    Touch,
+)
 from engine import ledger
 from engine.clock import day_start, local_date
 from engine.clock import now as clock_now
@@ -116,6 +124,7 @@ class Dispatcher:
     _probing: set[str] = field(default_factory=set)
     claiming: bool = True
     _limits: dict[str, ChannelLimits] = field(default_factory=dict)
+    _opened: set[str] = field(default_factory=set)  #: channels whose adapters keep connections for us
 
     def limits(self, channel: str) -> ChannelLimits:
         if channel not in self._limits:
@@ -123,11 +132,29 @@ class Dispatcher:
             self._limits[channel] = ChannelLimits(cfg.rate_per_second, cfg.concurrency, self.settings.replicas)
         return self._limits[channel]
 
+    def _open(self, name: str) -> None:
+        """Let channel `name`'s adapter keep its connections from one batch to the next, until `aclose`."""
+        channel = self.channels[name]
+        if name not in self._opened and isinstance(channel, KeepsConnections):
+            channel.open()
+            self._opened.add(name)
+
+    async def aclose(self) -> None:
+        """Close the connections the adapters kept for this dispatcher; sends in flight finish first."""
+        opened, self._opened = self._opened, set()
+        for name in sorted(opened):
+            channel = self.channels[name]
+            if isinstance(channel, KeepsConnections):
+                await channel.aclose()
+
     # -- the loop ---------------------------------------------------------------------------------
     async def drain(self) -> Counter[str]:
         """Send everything due now, then return (tick). Rows under someone else's live lease are left."""
-        await self.reconcile()
-        await asyncio.gather(*(self._drain_channel(name) for name in self.channels))
+        try:
+            await self.reconcile()
+            await asyncio.gather(*(self._drain_channel(name) for name in self.channels))
+        finally:
+            await self.aclose()
         return self.counts
 
     async def _drain_channel(self, name: str) -> None:
@@ -141,6 +168,7 @@ class Dispatcher:
         ready = await asyncio.to_thread(self._claim, name)
         if not ready:
             return 0
+        self._open(name)
         size = self.channel_settings[name].batch_size
         slices = [ready[i:i + size] for i in range(0, len(ready), size)]
         held = {t.touch_id for t in ready}
@@ -339,6 +367,7 @@ class Dispatcher:
             channel = self.channels.get(name)
             if channel is None:
                 continue
+            self._open(name)
             touches = [t for t in expired if t.channel == name]
             try:
                 outcomes = await channel.lookup(touches)

@@ -20,11 +20,14 @@ SINCE = datetime(2024, 1, 1, tzinfo=UTC)
 
 
 class _Current:
-    """One server for the module; each test gets a fresh fake behind it."""
+    """One server for the module; each test gets a fresh fake behind it (and the client ports it saw)."""
 
     fake: WecomFake
+    ports: list[int]
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            self.ports.append(scope["client"][1])
         await self.fake(scope, receive, send)
 
 
@@ -39,6 +42,7 @@ def server() -> Iterator[tuple[FakeServer, _Current]]:
 def fake(server: tuple[FakeServer, _Current]) -> WecomFake:
     running, current = server
     current.fake = WecomFake(invalid_ids={"wm_gone"})
+    current.ports = []
     current.fake.url = running.url  # type: ignore[attr-defined]
     return current.fake
 
@@ -107,6 +111,31 @@ def test_send__not_a_friend_in_a_group_fails_only_that_member(fake: WecomFake) -
     assert out["t0002"].kind == K.failed_member and out["t0002"].code == "84061"
     assert out["t0001"].kind == out["t0003"].kind == K.sent
     assert [b["external_userid"] for b in fake.received] == [["wm_ext_1"], ["wm_ext_3"]]
+
+
+def test_connections__kept_between_batches_while_open_and_closed_by_aclose(
+        fake: WecomFake, server: tuple[FakeServer, _Current]) -> None:
+    """Opened (as the dispatcher does), the adapter makes the token call and two batches' tasks over one
+    connection and closes it on aclose; not opened, each call has a connection of its own."""
+    ports = server[1].ports
+
+    async def opened(ch: WecomChannel) -> None:
+        ch.open()
+        try:
+            await ch.send([touch(1)])
+            await ch.send([touch(2, staff="guide_wang")])
+        finally:
+            await ch.aclose()
+
+    ch = channel(fake)
+    asyncio.run(opened(ch))
+    assert len(ports) == 3 and len(set(ports)) == 1
+    assert ch.http._idle == []
+    ports.clear()
+    alone = channel(fake)
+    send(alone, [touch(3)])
+    send(alone, [touch(4)])
+    assert len(ports) == 3 and len(set(ports)) == 3  # a token call and a task, then a task
 
 
 def test_token__expired_mid_run_refreshes_exactly_once(fake: WecomFake) -> None:
