@@ -228,8 +228,9 @@ class WecomChannel:
             return outcomes + [Outcome(t.touch_id, exc.kind, code=exc.code, message=exc.message) for t in group]
         msgid = str(data.get("msgid") or "")
         failed = {str(x) for x in data.get("fail_list") or []}
-        log.info("wecom.task_created", channel=self.name, msgid=_short(msgid), recipients=len(group),
-                 failed=len(failed))
+        # debug: the dispatcher logs each touch's outcome, with this task's msgid, at info
+        log.debug("wecom.task_created", channel=self.name, msgid=_short(msgid), recipients=len(group),
+                  failed=len(failed))
         for t in group:
             if str(t.address["wecom_external_userid"]) in failed:
                 outcomes.append(Outcome(t.touch_id, K.failed_member, code="fail_list",

@@ -24,7 +24,13 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import Engine
 from sqlalchemy.engine import RowMapping
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
 
 from channels.base import (
     Channel,
@@ -267,7 +273,7 @@ class Dispatcher:
                                          max=self.settings.lease.total_seconds() / 4,
                                          jitter=self.settings.retry_wait.total_seconds()),
             retry=retry_if_exception_type(_NotAccepted), reraise=True,
-            before_sleep=lambda state: log.info("dispatch.retry", channel=name, attempt=state.attempt_number))
+            before_sleep=lambda state: self._log_retry(name, state))
         async with self.limits(name).slots:
             try:
                 async for attempt in retrying:
@@ -277,6 +283,14 @@ class Dispatcher:
                 gave_up = [Outcome(t.touch_id, OutcomeKind.failed, code=exc.codes.get(t.touch_id),
                                    message="not accepted after retries") for t in exc.touches]
                 await asyncio.shield(asyncio.to_thread(self._record, name, exc.touches, gave_up, held))
+
+    @staticmethod
+    def _log_retry(name: str, state: RetryCallState) -> None:
+        """One line per retry of a slice (the adapters log no line per touch): how many and the vendor's codes."""
+        exc = state.outcome.exception() if state.outcome is not None else None
+        codes = Counter(str(c) for c in exc.codes.values()) if isinstance(exc, _NotAccepted) else Counter()
+        log.info("dispatch.retry", channel=name, attempt=state.attempt_number, touches=codes.total(),
+                 codes=dict(codes))
 
     async def _attempt(self, name: str, pending: list[Touch], held: set[str]) -> None:
         """One send call: record the final outcomes; leave in `pending` (and raise _NotAccepted

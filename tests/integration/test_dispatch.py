@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from scenario import AT, add_member
 from sqlalchemy import select
+from structlog.testing import capture_logs
 
 from channels.stub import StubChannel
 from engine.cli import main
@@ -83,6 +84,20 @@ def test_dispatch__retry_then_sent_is_one_touch(tmp_path: Path, db_url: str) -> 
     assert _tick(service) == {"M1": "sent", "M2": "sent"}
     sent_ids = [t.member_id for batch in StubChannel.calls["sms"] for t in batch]
     assert sent_ids.count("M1") == 3 and sent_ids.count("M2") == 1
+
+
+def test_dispatch__one_log_line_per_touch_outcome_and_one_per_retry(tmp_path: Path, db_url: str) -> None:
+    """Each touch's outcome is one `touch.*` line, with the member but no phone; a retry of a slice is
+    one line with how many touches were not accepted and the vendor's codes."""
+    _members(db_url, "M1", "M2")
+    service = _service(tmp_path, db_url, 'outcomes: {M1: [retry, sent]}')
+    with capture_logs() as logs:
+        assert _tick(service) == {"M1": "sent", "M2": "sent"}
+    touch_lines = [e for e in logs if e["event"].startswith("touch.")]
+    assert sorted((e["event"], e["member_id"]) for e in touch_lines) == [("touch.sent", "M1"), ("touch.sent", "M2")]
+    assert [(e["attempt"], e["touches"], e["codes"]) for e in logs if e["event"] == "dispatch.retry"] == [
+        (1, 1, {"STUB_RETRY": 1})]
+    assert "13812345678" not in repr(logs)
 
 
 def test_dispatch__retries_are_bounded_then_failed(tmp_path: Path, db_url: str) -> None:
