@@ -25,6 +25,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import (
+    BindParameter,
     ColumnElement,
     Connection,
     and_,
@@ -46,6 +47,7 @@ from engine.audience import CHANNEL_NAMES
 from engine.policies import MemberHistory
 from engine.reachability import reachable
 from engine.schema import (
+    CLAIMABLE_STATES,
     REACHING_STATES,
     TOUCH_STATES,
     channel_pauses,
@@ -236,8 +238,15 @@ def advance_watermark(conn: Connection, name: str, value: datetime) -> None:
 # --------------------------------------------------------------------------- dispatch
 
 def _due(channel: str, now: datetime) -> ColumnElement[bool]:
-    """Rows of `channel` a claim would take: queued, or deferred whose `not_before` has come."""
-    return and_(touches.c.channel == channel,
+    """Rows of `channel` a claim would take: queued, or deferred whose `not_before` has come.
+
+    The first state test repeats the claim index's WHERE (engine/schema.py, ix_touches_claim),
+    with the states written into the SQL: SQLite uses a partial index only for a query that
+    contains its WHERE term, and PostgreSQL cannot match it against bound parameters in a
+    prepared statement's generic plan."""
+    claimable: BindParameter[str] = bindparam("claimable_states", CLAIMABLE_STATES, expanding=True,
+                                              literal_execute=True)
+    return and_(touches.c.channel == channel, touches.c.state.in_(claimable),
                 or_(touches.c.state == TouchState.queued,
                     and_(touches.c.state == TouchState.deferred, touches.c.not_before <= now)))
 

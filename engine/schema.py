@@ -28,7 +28,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
 
-SCHEMA_REVISION = "0004"
+SCHEMA_REVISION = "0005"
 """The newest migration in engine/migrations/versions (test_migrations keeps them equal): what
 `require_schema` expects a database to be at."""
 
@@ -162,6 +162,8 @@ MEMBER_FIELDS: tuple[str, ...] = tuple(c.name for c in members.columns)
 TOUCH_STATES = ("holdout", "suppressed", "queued", "deferred", "sending", "sent", "failed", "unknown")
 REACHING_STATES = ("queued", "deferred", "sending", "sent", "unknown")
 """States of touches that may reach the member: they count against caps, budgets and cooldowns."""
+CLAIMABLE_STATES = ("queued", "deferred")
+"""States a claim takes rows from (deferred ones once their `not_before` has come)."""
 DELIVERY_STATES = ("delivered", "undelivered")
 
 touches = Table(
@@ -207,6 +209,12 @@ touches = Table(
     Index(None, "lease_until"),
     Index(None, "vendor_id"),
 )
+# A claim's candidates in its order (ledger.claim_batch): a claim reads its batch from this index
+# instead of sorting every claimable row of the channel, which PostgreSQL cannot cut short under
+# FOR UPDATE (0.2 s per claim at 100k queued rows). Partial, so the ledger's history (sent,
+# suppressed, …) is not in the way; a query uses it only if it repeats this WHERE (ledger._due).
+Index("ix_touches_claim", touches.c.channel, touches.c.priority.desc(), touches.c.decided_at, touches.c.touch_id,
+      postgresql_where=touches.c.state.in_(CLAIMABLE_STATES), sqlite_where=touches.c.state.in_(CLAIMABLE_STATES))
 
 runs = Table(
     "runs", metadata,

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from daemonkit import Brand, scheduled, seed, touch_row
 from scenario import AT, PHONE, add_event, add_member
-from sqlalchemy import CheckConstraint, insert
+from sqlalchemy import CheckConstraint, event, insert
 from sqlalchemy.exc import IntegrityError
 
 from channels.log import LogChannel
@@ -105,6 +105,32 @@ def test_claim_batch__limit_and_priority_order(brand: Brand) -> None:
         first = ledger.claim_batch(conn, "sms", AT + timedelta(minutes=5), 2, LEASE, "me")
     assert [(r["playbook"], r["member_id"]) for r in first] == [("high", "M9"), ("low", "M0")]
     assert Counter(r["state"] for r in brand.touches()) == {"sending": 2, "queued": 2}
+
+
+def test_claim_batch__reads_its_batch_from_the_claim_index(brand: Brand) -> None:
+    """The claim's candidates come from ix_touches_claim in claim order, without sorting every queued row."""
+    seed(brand.engine, *(touch_row("p", f"M{i}", "o", "queued", AT) for i in range(3)))
+    sent: list[tuple[str, object]] = []
+
+    def grab(conn: object, cursor: object, statement: str, parameters: object, *rest: object) -> None:
+        if "FOR UPDATE" in statement or ("ORDER BY" in statement and "LIMIT" in statement):
+            sent.append((statement, parameters))
+
+    event.listen(brand.engine, "before_cursor_execute", grab)
+    try:
+        with write_transaction(brand.engine) as conn:
+            assert len(ledger.claim_batch(conn, "sms", AT, 2, LEASE, "me")) == 2
+    finally:
+        event.remove(brand.engine, "before_cursor_execute", grab)
+    statement, parameters = sent[0]
+    with brand.engine.connect() as conn:
+        if brand.engine.dialect.name == "postgresql":  # a tiny table: make the planner show whether it can
+            conn.exec_driver_sql("SET enable_seqscan = off")
+            plan = [row[0] for row in conn.exec_driver_sql("EXPLAIN " + statement, parameters)]
+        else:
+            plan = [row[-1] for row in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, parameters)]
+    text = "\n".join(plan)
+    assert "ix_touches_claim" in text and "Sort" not in text and "TEMP B-TREE" not in text, text
 
 
 def test_claim_batch__two_claimers_never_share_a_row(brand: Brand) -> None:
