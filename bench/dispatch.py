@@ -10,9 +10,10 @@ CPU measured here is the sender's alone. Two senders, each to a freshly started 
 - `bare_httpx`, the limit: one `httpx.AsyncClient` posting the same payloads to the same fake,
   the channel's `concurrency` requests in flight, no database. Aliyun requests are signed per
   request as the adapter signs them; WeCom gets one token, then the same `add_msg_template`
-  tasks the adapter makes (touches grouped per staff member within each slice of a claimed
-  batch). More requests in flight do not make it faster: httpx spends more CPU per request
-  as its connection pool grows (40 in flight cost about twice the CPU of 8 here).
+  tasks the adapter makes (a claimed batch's touches put side by side per staff member and
+  text, then grouped within each slice). More requests in flight do not make it faster: httpx
+  spends more CPU per request as its connection pool grows (40 in flight cost about twice the
+  CPU of 8 here).
 - `siyu`: the real adapter built from a config through `engine.service.Service`, drained by
   its `Dispatcher` as `siyu tick` does: every claim and every outcome committed to the ledger,
   every touch logged (JSON lines to bench/.data/dispatch-DB-CHANNEL.log, as journald would
@@ -67,7 +68,8 @@ PLAYBOOK = "bench_dispatch"
 PG_DATABASE = "siyu_bench_dispatch"
 STAFF_MEMBERS = 200
 """WeCom: the members' friendships are spread over this many staff members (one task per staff
-member and text within each slice the adapter gets)."""
+member and text within each slice the adapter gets, after the dispatcher has put each staff
+member's touches of a claimed batch side by side)."""
 CONCURRENCY = 8
 """The channel's `concurrency` (slices in flight; the SMS adapter also sends this many requests per slice)."""
 RATE_PER_SECOND = 5000
@@ -236,19 +238,27 @@ def sms_requests(people: Audience, cfg: AliyunSmsSettings) -> list[dict[str, str
 
 def wecom_tasks(people: Audience, settings: Settings, channel: str) -> list[dict[str, Any]]:
     """The `add_msg_template` bodies the adapter makes: touches in claim order (the ledger's:
-    priority, decision time, touch id; all equal but the id here), cut into claimed batches and
-    those into slices, and within a slice one task per staff member and text."""
+    priority, decision time, touch id; all equal but the id here), cut into claimed batches; in
+    each batch the touches of one staff member and text put side by side (in the order each
+    first appears), as the dispatcher does, then cut into slices, and within a slice one task
+    per staff member and text."""
     address = {m["member_id"]: m for m in people.members}
     queue = sorted(people.touches, key=lambda t: t["touch_id"])
     batch, size = settings.dispatch.batch_size, settings.channels[channel].batch_size
+
+    def key(touch: dict[str, Any]) -> tuple[str, str]:
+        return address[touch["member_id"]]["wecom_staff_userid"], touch["message"]["text"]
+
     tasks: list[dict[str, Any]] = []
     for claimed in (queue[i:i + batch] for i in range(0, len(queue), batch)):
-        for piece in (claimed[i:i + size] for i in range(0, len(claimed), size)):
+        together: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        for touch in claimed:
+            together.setdefault(key(touch), []).append(touch)
+        grouped = [touch for same in together.values() for touch in same]
+        for piece in (grouped[i:i + size] for i in range(0, len(grouped), size)):
             groups: dict[tuple[str, str], list[str]] = {}
             for touch in piece:
-                member = address[touch["member_id"]]
-                key = (member["wecom_staff_userid"], touch["message"]["text"])
-                groups.setdefault(key, []).append(member["wecom_external_userid"])
+                groups.setdefault(key(touch), []).append(address[touch["member_id"]]["wecom_external_userid"])
             tasks += [{"chat_type": "single", "external_userid": sorted(ids), "sender": sender,
                        "text": {"content": content}} for (sender, content), ids in groups.items()]
     return tasks

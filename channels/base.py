@@ -8,7 +8,7 @@ registered by name in `channels.ADAPTERS` and configured from the config file.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Hashable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -151,6 +151,19 @@ class ReceiptSource(Protocol):
     """
 
     async def pull(self, touches: Sequence[Touch], since: datetime) -> Inbound: ...
+
+
+@runtime_checkable
+class Groups(Protocol):
+    """**Protocol:** an adapter whose one vendor request may carry several touches (a WeCom task).
+
+    `group_key` is equal for touches that one request may carry. The dispatcher puts a claimed
+    batch's touches with one key next to each other (keys in the order they first appear) before
+    it cuts the batch into `send` calls, so they share as few requests as the calls allow. That
+    changes only which `send` call carries a touch, never whether or how often it is sent.
+    """
+
+    def group_key(self, touch: Touch) -> Hashable: ...
 
 
 @runtime_checkable

@@ -184,11 +184,14 @@ class WecomChannel:
             raise _Failure(K.retry, "token", str(exc)) from exc
 
     # -- send -----------------------------------------------------------------------------------------
+    def group_key(self, touch: Touch) -> tuple[str, str]:
+        """Touches with the same staff member and text share a task."""
+        return str(touch.address.get("wecom_staff_userid") or ""), str(touch.message.get("text") or "")
+
     def _groups(self, touches: Sequence[Touch]) -> list[list[Touch]]:
         by_key: dict[tuple[str, str], list[Touch]] = {}
         for t in touches:
-            key = (str(t.address.get("wecom_staff_userid") or ""), str(t.message.get("text") or ""))
-            by_key.setdefault(key, []).append(t)
+            by_key.setdefault(self.group_key(t), []).append(t)
         size = self.settings.max_recipients
         return [members[start:start + size] for members in by_key.values()
                 for start in range(0, len(members), size)]

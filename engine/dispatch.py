@@ -2,7 +2,8 @@
 
 1. claim: due rows become `sending` under a lease, and the opt-outs and quiet hours are
    checked again right before sending, in one committed transaction;
-2. send: the adapter gets a batch, within the channel's rate limit and concurrency;
+2. send: the batch is cut into `send` calls of the channel's `batch_size` (touches one vendor
+   request may carry put side by side first), within the channel's rate limit and concurrency;
    outcomes that surely were not accepted (`retry`) are retried with exponential backoff
    and jitter, up to `dispatch.max_attempts`;
 3. record: each outcome is written in a transaction shielded from cancellation.
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter, defaultdict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -36,6 +37,7 @@ from channels.base import (
     Channel,
     ChannelError,
     ChannelSettings,
+    Groups,
     KeepsConnections,
     Outcome,
     OutcomeKind,
@@ -101,6 +103,17 @@ class _ClaimCaps:
             return False
         history.add(channel, new_day)
         return True
+
+
+def _grouped(channel: Channel, touches: list[Touch]) -> list[Touch]:
+    """A claimed batch with the touches one vendor request may carry next to each other (in the order
+    their keys first appear), for an adapter that groups them; otherwise as claimed."""
+    if not isinstance(channel, Groups):
+        return touches
+    by_key: dict[Hashable, list[Touch]] = {}
+    for touch in touches:
+        by_key.setdefault(channel.group_key(touch), []).append(touch)
+    return [touch for group in by_key.values() for touch in group]
 
 
 class _NotAccepted(Exception):
@@ -175,6 +188,7 @@ class Dispatcher:
         if not ready:
             return 0
         self._open(name)
+        ready = _grouped(self.channels[name], ready)
         size = self.channel_settings[name].batch_size
         slices = [ready[i:i + size] for i in range(0, len(ready), size)]
         held = {t.touch_id for t in ready}

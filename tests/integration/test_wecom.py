@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from daemonkit import seed, touch_row
 from fakes.server import FakeServer, free_port
 from fakes.wecom import WecomFake
+from scenario import AT, SHANGHAI, add_member
 
 from channels.base import ChannelContext, Outcome, OutcomeKind, Touch
 from channels.wecom import _CODES, WecomChannel, WecomSettings
+from engine.config import DispatchSettings
+from engine.dispatch import Dispatcher
+from engine.policies import PolicySettings
 from engine.store import open_engine
 
 K = OutcomeKind
@@ -136,6 +141,30 @@ def test_connections__kept_between_batches_while_open_and_closed_by_aclose(
     send(alone, [touch(3)])
     send(alone, [touch(4)])
     assert len(ports) == 3 and len(set(ports)) == 3  # a token call and a task, then a task
+
+
+def test_dispatch__a_claimed_batch_shares_tasks_across_its_send_calls(fake: WecomFake, db_url: str) -> None:
+    """Touches for one staff member with one text are put side by side before a claimed batch is cut
+    into send calls of `batch_size`: six touches alternating between two guides, in calls of two,
+    make four tasks (A A | A B | B B), not six, and each touch is sent once."""
+    engine = open_engine(db_url)
+    try:
+        with engine.begin() as conn:
+            for i in range(6):
+                add_member(conn, f"M{i}", wecom_external_userid=f"wm_ext_{i}",
+                           wecom_staff_userid="guide_a" if i % 2 == 0 else "guide_b")
+        seed(engine, *(touch_row("p", f"M{i}", "o", "queued", AT, channel="wecom", message={"text": "会员日"},
+                                 decided_at=AT + timedelta(seconds=i)) for i in range(6)))
+        ch = channel(fake, store=engine, batch_size=2)
+        dispatcher = Dispatcher(engine, DispatchSettings(), {"wecom": ch}, {"wecom": ch.settings},
+                                PolicySettings(frequency=[], quiet_hours={}), {}, SHANGHAI, "me", clock=lambda: AT)
+        counts = asyncio.run(dispatcher.drain())
+        assert counts == {"sent": 6}
+        assert sorted((b["sender"], sorted(b["external_userid"])) for b in fake.received) == [
+            ("guide_a", ["wm_ext_0", "wm_ext_2"]), ("guide_a", ["wm_ext_4"]),
+            ("guide_b", ["wm_ext_1"]), ("guide_b", ["wm_ext_3", "wm_ext_5"])]
+    finally:
+        engine.dispose()
 
 
 def test_token__expired_mid_run_refreshes_exactly_once(fake: WecomFake) -> None:
