@@ -42,7 +42,7 @@ from engine.reachability import reachable
 from engine.schema import REACHING_STATES, coupons, events, member_tags, members, order_items, orders, touches
 
 FEN_PER_YUAN = 100
-WIDEST_CANDIDATE_WINDOW_DAYS = 31
+WIDEST_CANDIDATE_WINDOW_DAYS = 14
 """A purchase window wider than this does not drive the audience (see _Compiler.candidates)."""
 
 
@@ -238,28 +238,24 @@ class _Compiler:
             per_platform.append(func.sum(case((inside, o.c.amount_fen), else_=0)).label(f"fen_{i}"))
         where = [paid] if restrict is None else [paid, o.c.member_id.in_(restrict)]
         stage1 = select(*per_platform).where(*where).group_by(o.c.member_id, o.c.platform).subquery("per_platform")
-        ranked: list[Any] = [
-            stage1.c.member_id,
-            stage1.c.platform.label("habitual_platform"),
-            func.sum(stage1.c.n).over(partition_by=stage1.c.member_id).label("order_count"),
-            func.sum(stage1.c.fen).over(partition_by=stage1.c.member_id).label("total_fen"),
-            func.max(stage1.c.last_paid_at).over(partition_by=stage1.c.member_id).label("last_purchase_at"),
-            func.row_number().over(
-                partition_by=stage1.c.member_id,
-                order_by=(stage1.c.n.desc(), stage1.c.last_paid_at.desc(),
-                          byte_order(stage1.c.platform, self.frame.dialect).asc().nulls_last()),
-            ).label("platform_rank"),
+        ranked = select(stage1, func.row_number().over(
+            partition_by=stage1.c.member_id,
+            order_by=(stage1.c.n.desc(), stage1.c.last_paid_at.desc(),
+                      byte_order(stage1.c.platform, self.frame.dialect).asc().nulls_last()),
+        ).label("platform_rank")).subquery("ranked")
+        # One GROUP BY sums the platforms' rows and picks the top-ranked platform; it also lets
+        # SQLite build an automatic index on the materialised result (without it the join to
+        # members is a nested loop). One window function, not one per total.
+        totals: list[Any] = [
+            func.max(case((ranked.c.platform_rank == 1, ranked.c.platform))).label("habitual_platform"),
+            func.sum(ranked.c.n).label("order_count"),
+            func.sum(ranked.c.fen).label("total_fen"),
+            func.max(ranked.c.last_paid_at).label("last_purchase_at"),
         ]
         for days, i in self.windows.items():
             if days is not None:
-                ranked.append(func.sum(stage1.c[f"n_{i}"]).over(partition_by=stage1.c.member_id).label(f"n_{i}"))
-                ranked.append(func.sum(stage1.c[f"fen_{i}"]).over(partition_by=stage1.c.member_id).label(f"fen_{i}"))
-        stage2 = select(*ranked).subquery("ranked")
-        # One row per member already; the GROUP BY is what lets SQLite build an automatic
-        # index on the materialised result (without it the join to members is a nested loop).
-        picked = [func.max(c).label(c.name) for c in stage2.c if c.name not in ("member_id", "platform_rank")]
-        return (select(stage2.c.member_id, *picked).where(stage2.c.platform_rank == 1)
-                .group_by(stage2.c.member_id).subquery("stats"))
+                totals += [func.sum(ranked.c[f"n_{i}"]).label(f"n_{i}"), func.sum(ranked.c[f"fen_{i}"]).label(f"fen_{i}")]
+        return select(ranked.c.member_id, *totals).group_by(ranked.c.member_id).subquery("stats")
 
     def _window_columns(self, stats: FromClause, days: tuple[int, int] | None) -> tuple[Any, Any]:
         if days is None:
@@ -560,16 +556,16 @@ def compile_audience(playbook: Playbook, frame: Frame, *, event_window: timedelt
     if event_row is not None:
         event_filters = _due_events(playbook, frame, event_row, event_window, explain_event)
         restrict = select(event_row.c.member_id).where(*event_filters)
-    candidates: Select[Any] | None = None
+    candidates: Any = None
     if explain_member is not None:
         restrict = [explain_member]
     elif event_row is None:
         chosen = compiler.candidates(playbook.audience)
         if chosen is not None:
-            # Named once, read twice (the aggregation and the member filter): both databases
-            # evaluate it once rather than per reference.
-            named = chosen.cte("candidates")
-            restrict = candidates = select(named.c.member_id)
+            # Named once and read twice (the aggregation's members, the statement's rows), and
+            # the statement driven from it, as an expert writes it.
+            candidates = chosen.distinct().cte("candidates")
+            restrict = select(candidates.c.member_id)
     stats = compiler.stats(restrict)
     predicate = compiler.condition(playbook.audience, stats, event_row)
 
@@ -596,6 +592,11 @@ def compile_audience(playbook: Playbook, frame: Frame, *, event_window: timedelt
                     event_row.c.attributes.label("event_attributes")]
         source = event_row.join(m, m.c.member_id == event_row.c.member_id)
         order = [event_row.c.occurred_at, byte_order(event_row.c.event_id, frame.dialect)]
+    elif candidates is not None:
+        # Driven from the candidates, as an expert writes it: a join the planner sizes from the
+        # candidates' own estimate (an IN over a CTE left PostgreSQL guessing, and nested-looping).
+        source = m.join(candidates, candidates.c.member_id == m.c.member_id)
+        order = [byte_order(m.c.member_id, frame.dialect)]
     else:
         source = m
         order = [byte_order(m.c.member_id, frame.dialect)]
@@ -605,8 +606,6 @@ def compile_audience(playbook: Playbook, frame: Frame, *, event_window: timedelt
         where.append(m.c.member_id == explain_member)
     else:
         where.append(predicate)
-    if candidates is not None:
-        where.append(m.c.member_id.in_(candidates))
     if skip_decided is not None:
         where.append(_undecided(playbook, m, event_row.c.event_id if event_row is not None else skip_decided))
     statement = select(*columns).select_from(source).where(*where).order_by(*order)
