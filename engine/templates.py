@@ -135,11 +135,12 @@ def check_template(text: str, allowed: set[str]) -> list[str]:
 
     try:
         tree = ENVIRONMENT.parse(text)
-    except TemplateSyntaxError as exc:
+        undeclared = meta.find_undeclared_variables(tree)  # compiles it: an unknown filter or test fails here
+    except TemplateSyntaxError as exc:  # TemplateAssertionError included
         where = f" (template line {exc.lineno})" if text.count("\n") else ""
         return [f"template syntax error: {exc.message}{where}"]
     messages = []
-    for name in sorted(meta.find_undeclared_variables(tree) - allowed):
+    for name in sorted(undeclared - allowed):
         if name == "offer":
             messages.append("`offer` is used but the playbook has no `offer`")
         elif name == "event":
