@@ -148,6 +148,9 @@ def check_template(text: str, allowed: set[str]) -> list[str]:
         else:
             messages.append(f"unknown name `{name}`{did_you_mean(name, allowed)}; "
                             f"templates can use: {', '.join(sorted(allowed))}")
+    # Jinja leaves an unknown test inside a condition to fail while rendering: say it now.
+    messages += [f"unknown test `{node.name}`{did_you_mean(node.name, ENVIRONMENT.tests)}"
+                 for node in tree.find_all(nodes.Test) if node.name not in ENVIRONMENT.tests]
     return messages + _attribute_problems(tree, allowed)
 
 
