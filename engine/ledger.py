@@ -29,6 +29,7 @@ from sqlalchemy import (
     ColumnElement,
     Connection,
     and_,
+    any_,
     bindparam,
     case,
     delete,
@@ -76,6 +77,14 @@ class TouchState(StrEnum):
 
 assert tuple(TouchState) == TOUCH_STATES
 FINAL_STATES = (TouchState.holdout, TouchState.suppressed, TouchState.sent, TouchState.failed, TouchState.unknown)
+
+
+def one_of(conn: Connection, column: ColumnElement[Any], values: Sequence[Any]) -> ColumnElement[bool]:
+    """`column IN (values)`; on PostgreSQL `column = ANY(:array)`, one parameter for the whole list
+    (binding and planning 900 parameters per batch cost 6 × the query itself)."""
+    if conn.dialect.name == "postgresql":
+        return column == any_(literal(list(values), postgresql.ARRAY(column.type)))
+    return column.in_(list(values))
 
 
 def touch_id_for(playbook: str, member_id: str, occurrence: str) -> str:
@@ -127,7 +136,7 @@ def member_histories(conn: Connection, member_ids: Sequence[str], since: datetim
         chunk = member_ids[chunk_start:chunk_start + 900]
         rows = conn.execute(
             select(touches.c.member_id, touches.c.channel, touches.c.touch_at).where(
-                touches.c.member_id.in_(chunk), touches.c.state.in_(REACHING_STATES),
+                one_of(conn, touches.c.member_id, chunk), touches.c.state.in_(REACHING_STATES),
                 touches.c.touch_at >= since))
         for member_id, channel, touch_at in rows:
             counts[member_id][(channel, touch_at.astimezone(tz).date())] += 1
@@ -162,7 +171,7 @@ def suppressed_channels(conn: Connection, members: Sequence[tuple[str, str | Non
         ids = [m for m, _ in chunk]
         phones = {p: m for m, p in chunk if p}
         rows = conn.execute(select(suppressions.c.member_id, suppressions.c.phone, suppressions.c.channel).where(
-            or_(suppressions.c.member_id.in_(ids), suppressions.c.phone.in_(list(phones)))))
+            or_(one_of(conn, suppressions.c.member_id, ids), one_of(conn, suppressions.c.phone, list(phones)))))
         for member_id, phone, channel in rows:
             if member_id is not None:
                 found[member_id].add(channel)
@@ -273,10 +282,10 @@ def claim_batch(conn: Connection, channel: str, now: datetime, limit: int, lease
     ids = [row[0] for row in conn.execute(candidates)]
     if not ids:
         return []
-    conn.execute(update(touches).where(touches.c.touch_id.in_(ids))
+    conn.execute(update(touches).where(one_of(conn, touches.c.touch_id, ids))
                  .values(state=TouchState.sending, lease_until=now + lease, lease_owner=owner,
                          claimed_at=now, attempts=touches.c.attempts + 1))
-    return list(conn.execute(select(touches).where(touches.c.touch_id.in_(ids))
+    return list(conn.execute(select(touches).where(one_of(conn, touches.c.touch_id, ids))
                              .order_by(touches.c.priority.desc(), touches.c.decided_at, touches.c.touch_id))
                 .mappings())
 
@@ -416,7 +425,7 @@ def contacts(conn: Connection, member_ids: Sequence[str]) -> dict[str, RowMappin
                    members.c.wecom_staff_userid, members.c.oa_openid, members.c.oa_subscribed,
                    members.c.sms_opt_out, members.c.call_opt_out]
         columns += [case((reachable(ch, members), 1), else_=0).label(f"reach_{ch}") for ch in CHANNEL_NAMES]
-        for row in conn.execute(select(*columns).where(members.c.member_id.in_(chunk))).mappings():
+        for row in conn.execute(select(*columns).where(one_of(conn, members.c.member_id, chunk))).mappings():
             out[row["member_id"]] = row
     return out
 
@@ -446,7 +455,7 @@ def unfinished_runs(conn: Connection, before: datetime) -> list[tuple[str, datet
 
 def extend_leases(conn: Connection, touch_ids: Sequence[str], lease_until: datetime, owner: str) -> None:
     """Keep holding rows whose sends are still in flight (only ours, only while `sending`)."""
-    conn.execute(update(touches).where(touches.c.touch_id.in_(list(touch_ids)), touches.c.lease_owner == owner,
+    conn.execute(update(touches).where(one_of(conn, touches.c.touch_id, touch_ids), touches.c.lease_owner == owner,
                                        touches.c.state == TouchState.sending).values(lease_until=lease_until))
 
 
