@@ -14,13 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-import ssl
 from collections.abc import Iterable, Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
-import certifi
 import httpx
 import structlog
 from pydantic import Field
@@ -37,6 +35,7 @@ from channels.base import (
     Reply,
     Touch,
     not_connected,
+    tls_context,
 )
 from channels.fallback import SmsSettings
 
@@ -148,7 +147,6 @@ class AliyunSmsChannel:
         self.settings = settings
         self.context = context or ChannelContext()
         self.http = HttpClients(self._new_client)
-        self._tls: ssl.SSLContext | None = None
 
     def open(self) -> None:
         self.http.open()
@@ -174,9 +172,7 @@ class AliyunSmsChannel:
         return response.status_code, body if isinstance(body, dict) else {}
 
     def _new_client(self) -> httpx.AsyncClient:
-        if self._tls is None:  # once: httpx would load the CA bundle for every client (~20 ms)
-            self._tls = ssl.create_default_context(cafile=certifi.where())
-        return httpx.AsyncClient(timeout=self.settings.timeout, verify=self._tls)
+        return httpx.AsyncClient(timeout=self.settings.timeout, verify=tls_context())
 
     # -- send ----------------------------------------------------------------------------------
 

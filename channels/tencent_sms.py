@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import re
-import ssl
 import time
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
@@ -33,6 +32,7 @@ from channels.base import (
     Receipt,
     Reply,
     Touch,
+    tls_context,
 )
 from channels.fallback import SmsSettings
 from channels.tencent_signing import signed_headers
@@ -179,16 +179,6 @@ class _CallFailed(Exception):
         self.kind, self.code, self.message = kind, code, message
 
 
-_TLS: list[ssl.SSLContext] = []
-
-
-def _tls() -> ssl.SSLContext:
-    """One verifying TLS context for the process: building one costs ~0.1 s (httpx would per client)."""
-    if not _TLS:
-        _TLS.append(ssl.create_default_context())
-    return _TLS[0]
-
-
 class TencentSmsChannel:
     """Tencent Cloud SMS: `SendSms` batches, `lookup` and `pull` through the pull APIs."""
 
@@ -209,7 +199,7 @@ class TencentSmsChannel:
         headers = signed_headers(action, payload, secret_id=s.secret_id, secret_key=s.secret_key,
                                  host=self.host, region=s.region, timestamp=int(time.time()))
         try:
-            async with httpx.AsyncClient(timeout=s.timeout, verify=_tls()) as client:
+            async with httpx.AsyncClient(timeout=s.timeout, verify=tls_context()) as client:
                 answer = await client.post(self.url, content=payload, headers=headers)
         except NOT_CONNECTED as exc:  # the request never left
             raise _CallFailed(_K.retry, CONNECT_FAILED, f"{action}: cannot connect: {type(exc).__name__}") from exc

@@ -18,13 +18,11 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-import ssl
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-import certifi
 import httpx
 import structlog
 from pydantic import Field
@@ -39,6 +37,7 @@ from channels.base import (
     Receipt,
     Touch,
     not_connected,
+    tls_context,
 )
 from channels.wechat_token import TokenCache
 from engine.clock import now as clock_now
@@ -105,7 +104,6 @@ class WechatTemplateChannel:
         self.clock: Callable[[], datetime] = context.clock or clock_now
         self.base_url = (settings.base_url or "https://api.weixin.qq.com").rstrip("/")
         self.tokens = TokenCache(context.store, f"wechat:{settings.app_id}", self._fetch_token, clock=self.clock)
-        self.tls = ssl.create_default_context(cafile=certifi.where())  # once: building it costs ~0.1 s
         self.first_attempt: dict[str, datetime] = {}  #: touch id → when its first send left this process
 
     # -- token ----------------------------------------------------------------------------------------
@@ -113,7 +111,7 @@ class WechatTemplateChannel:
         body = {"grant_type": "client_credential", "appid": self.settings.app_id,
                 "secret": self.settings.app_secret, "force_refresh": False}
         try:
-            async with httpx.AsyncClient(timeout=self.settings.timeout, verify=self.tls) as client:
+            async with httpx.AsyncClient(timeout=self.settings.timeout, verify=tls_context()) as client:
                 response = await client.post(f"{self.base_url}/cgi-bin/stable_token", json=body)
             answer = response.json()
         except (httpx.HTTPError, ValueError) as exc:
@@ -187,7 +185,7 @@ class WechatTemplateChannel:
                 for touch in ready:
                     self.first_attempt.setdefault(touch.touch_id, now)
                 gate = asyncio.Semaphore(self.settings.concurrency)
-                async with httpx.AsyncClient(timeout=self.settings.timeout, verify=self.tls) as client:
+                async with httpx.AsyncClient(timeout=self.settings.timeout, verify=tls_context()) as client:
                     results = await asyncio.gather(*(self._post(client, gate, token, t) for t in ready))
                 outcomes.update({o.touch_id: o for o in results})
         return [outcomes[t.touch_id] for t in touches]

@@ -16,13 +16,11 @@ text, sender and recipient. Tokens come from `gettoken` through the store-shared
 from __future__ import annotations
 
 import asyncio
-import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
-import certifi
 import httpx
 from pydantic import Field
 
@@ -37,6 +35,7 @@ from channels.base import (
     OutcomeKind,
     Receipt,
     Touch,
+    tls_context,
 )
 from channels.wechat_token import TokenCache
 from engine.clock import now as clock_now
@@ -113,9 +112,8 @@ class WecomChannel:
         self.settings = settings
         self.clock = context.clock or clock_now
         self.base_url = (settings.base_url or "https://qyapi.weixin.qq.com").rstrip("/")
-        self.tls = ssl.create_default_context(cafile=certifi.where())  # once: building one costs ~50 ms
         self.http = HttpClients(lambda: httpx.AsyncClient(base_url=self.base_url, timeout=self.settings.timeout,
-                                                          verify=self.tls))
+                                                          verify=tls_context()))
         self.tokens = TokenCache(context.store, f"wecom:{settings.corp_id}", self._fetch_token, clock=context.clock)
 
     def open(self) -> None:
