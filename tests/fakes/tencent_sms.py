@@ -17,6 +17,7 @@ import json
 import re
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -64,6 +65,9 @@ class FakeTencentSms:
     templates: dict[str, int] = field(default_factory=lambda: {"1234567": 2})  #: id → parameter count
     session_context_in_status: bool = True  #: UNCONFIRMED vendor feature (vendors.md §7)
     clock_offset_s: int = 0
+    clock: Callable[[], float] = time.time
+    """When the carrier records a send or a reply (the world's time; a test at a fixed date sets it). The
+    signature check stays on real time, as the signer's timestamp is."""
     received: list[dict[str, Any]] = field(default_factory=list)
     sends: list[SentSms] = field(default_factory=list)
     replies: list[FakeReply] = field(default_factory=list)
@@ -76,14 +80,14 @@ class FakeTencentSms:
         for name in ("received", "sends", "replies", "failures"):
             getattr(self, name).clear()
         self.number_codes.clear()
-        self.delay_s, self.drop_next, self.clock_offset_s = 0.0, 0, 0
+        self.delay_s, self.drop_next, self.clock_offset_s, self.clock = 0.0, 0, 0, time.time
         self.session_context_in_status = True
 
     def fail_next(self, code: str, times: int = 1) -> None:
         self.failures.extend([code] * times)
 
     def add_reply(self, phone: str, text: str, at: int | None = None) -> None:
-        self.replies.append(FakeReply(phone, text, at if at is not None else int(time.time())))
+        self.replies.append(FakeReply(phone, text, at if at is not None else int(self.clock())))
 
     @property
     def send_calls(self) -> list[dict[str, Any]]:
@@ -201,7 +205,7 @@ class FakeTencentSms:
         context = body.get("SessionContext", "")
         if len(context.encode()) >= 512:
             return self._error("InvalidParameter", "SessionContext")
-        now, statuses = int(time.time()), []
+        now, statuses = int(self.clock()), []
         for phone in numbers:
             code = self.number_codes.get(phone) or ("Ok" if _NUMBER.match(phone)
                                                      else "InvalidParameterValue.IncorrectPhoneNumber")

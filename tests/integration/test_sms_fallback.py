@@ -224,6 +224,7 @@ def test_tick__out_of_balance_primary_sends_through_tencent_and_receipts_come_fr
     service = _service(tmp_path, db_url, sms_settings(aliyun_server.url, tencent_server[1].url))
     try:
         aliyun.fail_next("isv.AMOUNT_NOT_ENOUGH", 10)
+        tencent.clock = AT.timestamp  # the carrier records the sends at the test's time, not today's
         service.evaluator(clock=lambda: AT).tick(AT)
         asyncio.run(service.dispatcher(clock=lambda: AT).drain())
         with service.engine.connect() as conn:
@@ -234,9 +235,10 @@ def test_tick__out_of_balance_primary_sends_through_tencent_and_receipts_come_fr
         assert aliyun.sends == []
         for sent in tencent.sends:
             sent.report_status, sent.description = "SUCCESS", "用户接收成功"
+        pulled_at = AT + timedelta(minutes=5)  # the pull's look-back window is the vendor's, from this clock
         channels = {"sms": build_channel("sms", service.settings.channels["sms"],
-                                         ChannelContext(store=service.engine))}
-        asyncio.run(pull_all(service.engine, channels, datetime.now(UTC)))
+                                         ChannelContext(store=service.engine, clock=lambda: pulled_at))}
+        asyncio.run(pull_all(service.engine, channels, pulled_at))
         with service.engine.connect() as conn:
             delivered = {r.member_id: r.delivery for r in conn.execute(select(touches.c.member_id,
                                                                               touches.c.delivery))}
