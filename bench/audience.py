@@ -73,9 +73,9 @@ def reference_sql(playbook: str) -> str:
 # -- Siyu's own statement ------------------------------------------------------------------------
 
 def siyu_ids(url: str, playbook_id: str, moment: Moment) -> list[str]:
-    from engine.compiler import Frame, compile_audience
-    from engine.loader import load_file
-    from engine.store import open_engine
+    from engine.decide.compiler import Frame, compile_audience
+    from engine.grammar.loader import load_file
+    from engine.store.connect import open_engine
 
     playbook = load_file(playbook_path(playbook_id)).playbook
     engine = open_engine(url)
@@ -100,8 +100,8 @@ def playbook_path(playbook_id: str) -> Path:
 def sql_ids(url: str, playbook: str, moment: Moment) -> list[str]:
     from sqlalchemy import bindparam, text
 
-    from engine.schema import UtcDateTime
-    from engine.store import open_engine
+    from engine.store.connect import open_engine
+    from engine.store.schema import UtcDateTime
 
     sql = reference_sql(playbook)
     params = moment.parameters(sql)
@@ -304,7 +304,7 @@ def loop_ids(url: str, playbook: str, moment: Moment, every: int) -> tuple[list[
     from sqlalchemy.orm import Session
 
     from bench.orm import Member
-    from engine.store import open_engine
+    from engine.store.connect import open_engine
 
     engine = open_engine(url)
     rule = LOOP_RULES[playbook]
@@ -373,11 +373,11 @@ LOOP_RULES: dict[str, Callable[[Any, Moment], bool]] = {
 # -- the child's entry point ----------------------------------------------------------------------
 
 IMPORTS = {
-    "siyu-ids": ("sqlalchemy", "engine.compiler", "engine.loader", "engine.store"),
-    "sql": ("sqlalchemy", "engine.schema", "engine.store"),
+    "siyu-ids": ("sqlalchemy", "engine.decide.compiler", "engine.grammar.loader", "engine.store.connect"),
+    "sql": ("sqlalchemy", "engine.store.schema", "engine.store.connect"),
     "pandas": ("pandas", "sqlalchemy"),
     "duckdb": ("duckdb",),
-    "loop": ("sqlalchemy.orm", "bench.orm", "engine.store"),
+    "loop": ("sqlalchemy.orm", "bench.orm", "engine.store.connect"),
 }
 
 

@@ -39,7 +39,7 @@ from bench.measure import DATA, ROOT, Row, empty_database, row, run_child, siyu_
 if TYPE_CHECKING:
     from zoneinfo import ZoneInfo
 
-    from engine.cron import Cron
+    from engine.grammar.cron import Cron
 
 CHECK_TARGET_SECONDS = 5.0
 """Issue 6: `siyu check` of 1,000 playbooks under 5 s."""
@@ -373,8 +373,8 @@ def seed_demo(url: str, timezone: str) -> None:
     """The schema and a small demo brand whose world stands two days ago: every demo event is older
     than misfire_grace, so the poller finds nothing due and the daemon stays idle."""
     from engine.clock import now, zone
-    from engine.demo import DemoSpec, ensure_demo
-    from engine.store import open_engine, upgrade
+    from engine.store.connect import open_engine, upgrade
+    from engine.store.demo import DemoSpec, ensure_demo
 
     tz = zone(timezone)
     engine = open_engine(url)
@@ -434,8 +434,8 @@ def wait_ready(proc: subprocess.Popen[bytes], stdout: Path, stderr: Path) -> flo
 
 def schedules(folder: Path, default_timezone: str) -> list[tuple[Cron, ZoneInfo]]:
     """Every enabled scheduled playbook's cron and zone, read as the daemon reads them."""
-    from engine.dryrun import playbook_zone
-    from engine.loader import load_playbooks
+    from engine.decide.preview import playbook_zone
+    from engine.grammar.loader import load_playbooks
 
     return [(p.trigger.cron, playbook_zone(p, default_timezone)) for p in (lp.playbook for lp in
             load_playbooks([folder])) if p.enabled and p.trigger.cron is not None]

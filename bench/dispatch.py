@@ -4,7 +4,7 @@ real adapter, against the limit of a bare HTTP loop posting the same payloads.
     uv run --group bench python bench/dispatch.py --touches 100000 --db sqlite,postgres --channels sms,wecom
 
 For each database and channel: a fresh database holding N members and N `queued` touches, and
-the adapter's fake vendor (tests/fakes/) in a process of its own (bench/fake_vendor.py), so the
+the adapter's fake vendor (channels/fakes/) in a process of its own (bench/fake_vendor.py), so the
 CPU measured here is the sender's alone. Two senders, each to a freshly started fake:
 
 - `bare_httpx`, the limit: one `httpx.AsyncClient` posting the same payloads to the same fake,
@@ -14,7 +14,7 @@ CPU measured here is the sender's alone. Two senders, each to a freshly started 
   text, then grouped within each slice). More requests in flight do not make it faster: httpx
   spends more CPU per request as its connection pool grows (40 in flight cost about twice the
   CPU of 8 here).
-- `siyu`: the real adapter built from a config through `engine.service.Service`, drained by
+- `siyu`: the real adapter built from a config through `engine.run.service.Service`, drained by
   its `Dispatcher` as `siyu tick` does: every claim and every outcome committed to the ledger,
   every touch logged (JSON lines to bench/.data/dispatch-DB-CHANNEL.log, as journald would
   take them).
@@ -50,17 +50,17 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 from rich.table import Table
 from sqlalchemy import Engine, insert
 
-from channels.aliyun_signing import signed_params
-from channels.aliyun_sms import API_VERSION, AliyunSmsSettings
-from channels.wecom import WecomSettings
+from channels.aliyun.signing import signed_params
+from channels.aliyun.sms import API_VERSION, AliyunSmsSettings
+from channels.wechat.wecom import WecomSettings
 from engine import ledger
 from engine.clock import now as clock_now
 from engine.config import Settings
-from engine.dispatch import Dispatcher
 from engine.logs import configure
-from engine.schema import members, touches
-from engine.service import Service
-from engine.store import open_engine, upgrade
+from engine.run.dispatch import Dispatcher
+from engine.run.service import Service
+from engine.store.connect import open_engine, upgrade
+from engine.store.schema import members, touches
 
 ADAPTERS = {"sms": "aliyun_sms", "wecom": "wecom"}
 """Channel name → the adapter measured on it."""

@@ -1,4 +1,4 @@
-"""One fake vendor of tests/fakes/ served on a loopback port in a process of its own, for
+"""One fake vendor of channels/fakes/ served on a loopback port in a process of its own, for
 bench/dispatch.py: the CPU the vendor spends must not be counted as Siyu's.
 
     python bench/fake_vendor.py aliyun_sms|wecom
@@ -6,7 +6,7 @@ bench/dispatch.py: the CPU the vendor spends must not be counted as Siyu's.
 It binds 127.0.0.1 on a free port, prints `ready http://127.0.0.1:PORT` once it accepts
 connections and serves until SIGTERM or Ctrl-C. The fakes check what the real vendors check
 (the Aliyun signature, nonces and timestamps; WeCom tokens and task bodies) with the fake
-credentials of tests/fakes/local.py. `GET /_bench/stats` tells what the fake accepted and the
+credentials of channels/fakes/local.py. `GET /_bench/stats` tells what the fake accepted and the
 CPU this process has used, so the benchmark can verify that every touch arrived and see
 whether the vendor, not the sender, was the bottleneck.
 """
@@ -39,9 +39,9 @@ def _fakes() -> Any:
     tests = str(ROOT / "tests")
     if tests not in sys.path:
         sys.path.insert(0, tests)
-    import fakes.local  # type: ignore[import-not-found]
+    import channels.fakes.local  # type: ignore[import-not-found]
 
-    return fakes.local
+    return channels.fakes.local
 
 
 def channel_settings(adapter: str, base_url: str) -> dict[str, Any]:
@@ -62,7 +62,7 @@ def vendor_app(adapter: str) -> tuple[App, Callable[[], dict[str, int]]]:
     local = _fakes()
     c = local.CREDENTIALS
     if adapter == "aliyun_sms":
-        from fakes.aliyun_sms import aliyun_sms_app
+        from channels.fakes.aliyun_sms import aliyun_sms_app
 
         app = aliyun_sms_app({c["aliyun_key_id"]: c["aliyun_key_secret"]}, sign_names={local.SIGN_NAME})
         sms = app.state.sms
@@ -73,7 +73,7 @@ def vendor_app(adapter: str) -> tuple[App, Callable[[], dict[str, int]]]:
 
         return app, sms_counts
     if adapter == "wecom":
-        from fakes.wecom import WecomFake
+        from channels.fakes.wecom import WecomFake
 
         wecom = WecomFake(c["wecom_corp_id"], c["wecom_secret"])
 

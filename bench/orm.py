@@ -1,7 +1,7 @@
 """The brand's tables as ORM classes, for the per-member loop in bench/audience.py: what a
 home-made rules engine does (load a member, walk its orders, decide in Python).
 
-Mapped onto Siyu's own Core tables (engine/schema.py), so types and time zones are the same;
+Mapped onto Siyu's own Core tables (engine/store/schema.py), so types and time zones are the same;
 relationships load lazily, one query per member and collection, as such engines do.
 """
 
@@ -13,7 +13,7 @@ from typing import Any
 
 from sqlalchemy.orm import DeclarativeBase, relationship
 
-from engine.schema import coupons, member_tags, members, order_items, orders
+from engine.store.schema import coupons, member_tags, members, order_items, orders
 
 
 class Base(DeclarativeBase):

@@ -48,8 +48,8 @@ class Mismatch(Exception):
 
 
 def ensure_data(db: str, members: int) -> str:
-    from engine.demo import DemoSpec, ensure_demo
-    from engine.store import open_engine, upgrade
+    from engine.store.connect import open_engine, upgrade
+    from engine.store.demo import DemoSpec, ensure_demo
 
     url = database_url(db, members)
     engine = open_engine(url)

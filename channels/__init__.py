@@ -8,16 +8,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from channels.aliyun_outbound_bot import AliyunOutboundBotChannel
-from channels.aliyun_sms import AliyunSmsChannel
-from channels.aliyun_voice import AliyunVoiceChannel
+from channels.aliyun.outbound_bot import AliyunOutboundBotChannel
+from channels.aliyun.sms import AliyunSmsChannel
+from channels.aliyun.voice import AliyunVoiceChannel
 from channels.base import Channel, ChannelContext, ChannelSettings
 from channels.fallback import FallbackChannel, resolve_sms_settings
 from channels.log import LogChannel
 from channels.stub import StubChannel
-from channels.tencent_sms import TencentSmsChannel
-from channels.wechat_template import WechatTemplateChannel
-from channels.wecom import WecomChannel
+from channels.tencent.sms import TencentSmsChannel
+from channels.wechat.template import WechatTemplateChannel
+from channels.wechat.wecom import WecomChannel
 
 ADAPTERS: dict[str, Any] = {
     "log": LogChannel,

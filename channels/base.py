@@ -1,7 +1,7 @@
 """The one interface every channel adapter implements, and the values that cross it.
 
 An adapter turns a batch of `Touch`es into one `Outcome` per touch. Reachability is
-decided by the engine (engine/reachability.py), never re-decided here. Adapters are
+decided by the engine (engine/store/reachability.py), never re-decided here. Adapters are
 registered by name in `channels.ADAPTERS` and configured from the config file.
 """
 
@@ -22,8 +22,8 @@ import certifi
 import httpx
 from pydantic import Field
 
-from engine.grammar import GrammarModel
-from engine.policies import ClockTime, Duration, QuietWindow
+from engine.grammar.policies import ClockTime, Duration, QuietWindow
+from engine.grammar.values import GrammarModel
 
 
 class OutcomeKind(StrEnum):

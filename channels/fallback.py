@@ -39,7 +39,7 @@ from channels.base import (
     ReceiptSource,
     Touch,
 )
-from engine.policies import ClockTime
+from engine.grammar.policies import ClockTime
 
 log = structlog.get_logger("siyu.channels.fallback")
 

@@ -26,13 +26,13 @@ def _config(args: argparse.Namespace) -> Any:
 
 
 def _playbooks(paths: Sequence[str], settings: Any) -> Any:
-    from engine.loader import load_playbooks
+    from engine.grammar.loader import load_playbooks
 
     return load_playbooks([Path(p) for p in (paths or [settings.playbooks])])
 
 
 def _engine(url: str, require: bool = True) -> Any:
-    from engine.store import open_engine, require_schema
+    from engine.store.connect import open_engine, require_schema
 
     engine = open_engine(url)
     _opened.append(engine)
@@ -50,8 +50,8 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def cmd_compile(args: argparse.Namespace) -> int:
     from engine.clock import now, parse_at, zone
-    from engine.compiler import Frame, compile_audience
-    from engine.dryrun import playbook_zone
+    from engine.decide.compiler import Frame, compile_audience
+    from engine.decide.preview import playbook_zone
 
     settings = _config(args)
     (loaded,) = _playbooks([args.playbook], settings) or [None]
@@ -80,8 +80,7 @@ def _open_out(stack: ExitStack, out: str | None) -> IO[str]:
 
 def cmd_dry_run(args: argparse.Namespace) -> int:
     from engine.clock import parse_at, parse_duration, zone
-    from engine.dryrun import dry_run
-    from engine.output import writer_for
+    from engine.decide.preview import dry_run, writer_for
 
     settings = _config(args)
     at = parse_at(args.at, zone(settings.timezone))
@@ -109,7 +108,7 @@ def cmd_dry_run(args: argparse.Namespace) -> int:
 
 def cmd_explain(args: argparse.Namespace) -> int:
     from engine.clock import parse_at, zone
-    from engine.explain import explain, find_playbook, render_explanation
+    from engine.decide.explain import explain, find_playbook, render_explanation
 
     settings = _config(args)
     at = parse_at(args.at, zone(settings.timezone))
@@ -122,8 +121,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 def cmd_import(args: argparse.Namespace) -> int:
     from engine.clock import zone
-    from engine.importer import import_directory
-    from engine.store import upgrade
+    from engine.store.connect import upgrade
+    from engine.store.importer import import_directory
 
     try:
         tz = zone(args.tz)
@@ -145,10 +144,9 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from engine.clock import now, zone
-    from engine.demo import DemoSpec, ensure_demo
-    from engine.dryrun import dry_run
-    from engine.output import TableWriter
-    from engine.store import upgrade
+    from engine.decide.preview import TableWriter, dry_run
+    from engine.store.connect import upgrade
+    from engine.store.demo import DemoSpec, ensure_demo
 
     if args.config is None and Path("config.example.yaml").is_file():
         args.config = "config.example.yaml"  # the demo uses the shipped example's links
@@ -189,7 +187,7 @@ def cmd_tick(args: argparse.Namespace) -> int:
     from engine.clock import now, parse_at, zone
     from engine.config import load_config
     from engine.logs import configure
-    from engine.service import Service
+    from engine.run.service import Service
 
     settings, _ = load_config(Path(args.config))
     configure(settings.log.format if not args.quiet else "json", "warning" if args.quiet else settings.log.level)
@@ -197,7 +195,7 @@ def cmd_tick(args: argparse.Namespace) -> int:
     service = Service.load(Path(args.config))
     decided = service.evaluator(clock=lambda: at).tick(at)
     sent = asyncio.run(service.dispatcher(clock=lambda: at).drain())
-    from engine.receipts import pull_all
+    from engine.run.receipts import pull_all
 
     sent.update({f"receipt {k}": v for k, v in asyncio.run(pull_all(service.engine, service.channels, at)).items()
                  if v})
@@ -217,7 +215,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     from engine.clock import now
     from engine.config import load_config
-    from engine.status import render, report
+    from engine.run.status import render, report
 
     settings, _ = load_config(Path(args.config))
     loaded = _playbooks([], settings)
@@ -235,7 +233,7 @@ def cmd_suppress(args: argparse.Namespace) -> int:
     from engine.clock import now
     from engine.config import load_config
     from engine.logs import mask_phone
-    from engine.store import write_transaction
+    from engine.store.connect import write_transaction
 
     settings, _ = load_config(Path(args.config))
     engine = _engine(settings.database.url)
@@ -250,7 +248,7 @@ def cmd_suppress(args: argparse.Namespace) -> int:
         return 0
     if (args.member is None) == (args.phone is None):
         raise UsageError("give exactly one of --member ID or --phone NUMBER")
-    from engine.audience import CHANNEL_NAMES
+    from engine.grammar.audience import CHANNEL_NAMES
 
     if args.channel != "all" and args.channel not in CHANNEL_NAMES:
         raise UsageError(f"unknown channel {args.channel!r}: one of all, {', '.join(CHANNEL_NAMES)}",
@@ -270,8 +268,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     import asyncio
 
     from engine.config import load_config
-    from engine.daemon import Daemon
     from engine.logs import configure
+    from engine.run.daemon import Daemon
 
     settings, _ = load_config(Path(args.config))
     configure(settings.log.format, settings.log.level)
@@ -285,7 +283,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_channel(args: argparse.Namespace) -> int:
     from engine import ledger
     from engine.config import load_config
-    from engine.store import write_transaction
+    from engine.store.connect import write_transaction
 
     settings, _ = load_config(Path(args.config))
     if args.name not in settings.channels:
@@ -298,13 +296,13 @@ def cmd_channel(args: argparse.Namespace) -> int:
 
 
 def cmd_fakes(args: argparse.Namespace) -> int:
-    from engine.fakes import serve
+    from channels.fakes.serve import serve
 
     return serve(args.port, args.db, args.write_config, sys.stdout)
 
 
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
-    from engine.store import upgrade
+    from engine.store.connect import upgrade
 
     engine = _engine(args.db, require=False)
     upgrade(engine)

@@ -15,13 +15,13 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
 from pydantic import Field, ValidationError, field_validator
 
-from engine.audience import ChannelName
 from engine.clock import DEFAULT_TIMEZONE, parse_duration, zone
 from engine.errors import ConfigError, PlaybookError, Problem
-from engine.grammar import GrammarModel
-from engine.loader import read_text
-from engine.policies import Duration, PolicySettings, QuietWindow
-from engine.yamlsource import SourceMap, parse_yaml, validation_problems
+from engine.grammar.audience import ChannelName
+from engine.grammar.loader import read_text
+from engine.grammar.policies import Duration, PolicySettings, QuietWindow
+from engine.grammar.values import GrammarModel
+from engine.grammar.yamlsource import SourceMap, parse_yaml, validation_problems
 
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 

@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import Engine
 from testdb import drop_template, new_database_url
 
-from engine.store import open_engine
+from engine.store.connect import open_engine
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

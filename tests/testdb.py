@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 
-from engine.store import normalise_url, open_engine, upgrade
+from engine.store.connect import normalise_url, open_engine, upgrade
 
 POSTGRES_URL = os.environ.get("SIYU_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 ROOT = Path(__file__).resolve().parent.parent

@@ -25,8 +25,8 @@ from typing import Any, TypeVar
 from sqlalchemy import func, insert, select
 from sqlalchemy.engine import RowMapping
 
-from engine.schema import events, member_tags, members, orders, runs, touches
-from engine.store import open_engine
+from engine.store.connect import open_engine
+from engine.store.schema import events, member_tags, members, orders, runs, touches
 
 ROOT = Path(__file__).resolve().parents[2]
 PHONE = re.compile(r"(?:(?<!\d)|(?<=\+86))1[3-9]\d{9}(?!\d)")

@@ -2,7 +2,7 @@
 receipts (pulled and pushed), then `siyu status`; and no log line of any of it shows a phone
 number, token, secret or signature unmasked.
 
-The fakes are the ones `siyu fakes` serves (tests/fakes/local.py), on free loopback ports; the
+The fakes are the ones `siyu fakes` serves (channels/fakes/local.py), on free loopback ports; the
 config is theirs (`LocalVendors.channels()`), the one config.example.yaml carries commented.
 """
 
@@ -20,12 +20,12 @@ import httpx
 import pytest
 import yaml
 from daemon_harness import Daemons, siyu, wait_for
-from fakes.local import CREDENTIALS, LocalVendors
-from fakes.server import free_port
 from sqlalchemy import insert, select
 
-from engine.schema import events, member_tags, members, touches
-from engine.store import open_engine
+from channels.fakes.local import CREDENTIALS, LocalVendors
+from channels.fakes.server import free_port
+from engine.store.connect import open_engine
+from engine.store.schema import events, member_tags, members, touches
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 PHONES = {"S1": "13812345671", "W1": "13812345672", "T1": "13812345673", "C1": "13812345674"}

@@ -46,8 +46,8 @@ from daemon_harness import (
 from sqlalchemy import update
 
 from engine.clock import parse_duration
-from engine.schema import members
-from engine.store import open_engine, write_transaction
+from engine.store.connect import open_engine, write_transaction
+from engine.store.schema import members
 
 UNIT = ROOT / "packaging" / "siyu.service"
 LOCATED = re.compile(r"(?P<file>[\w./-]+\.ya?ml):(?P<line>\d+):(?P<col>\d+): (?P<message>.+)")
@@ -406,10 +406,10 @@ def test_run__sigterm_with_a_receipt_push_in_flight_answers_it_and_exits_cleanly
     from datetime import UTC, datetime
 
     import httpx
-    from fakes.aliyun_sms import SentSms, sms_report_body
     from sqlalchemy import insert, select
 
-    from engine.schema import touches
+    from channels.fakes.aliyun_sms import SentSms, sms_report_body
+    from engine.store.schema import touches
 
     write_setup(tmp_path, sqlite_url, {})
     seed_members(sqlite_url, 1)

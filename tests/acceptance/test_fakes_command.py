@@ -10,8 +10,8 @@ from pathlib import Path
 import httpx
 import yaml
 from daemon_harness import ROOT, siyu, siyu_env, wait_for
-from fakes.local import LocalVendors
 
+from channels.fakes.local import LocalVendors
 from engine.config import load_config
 
 

@@ -1,7 +1,7 @@
 """A brand on disk for `tick` scenarios: config and playbooks in a temp dir, one tick, the ledger and the log.
 
 `Brand` writes a config whose four channels all use the `log` adapter (one JSONL file),
-writes playbooks as YAML files, loads `engine.service.Service` once, and runs a tick the
+writes playbooks as YAML files, loads `engine.run.service.Service` once, and runs a tick the
 way `siyu tick --at` does: decide with the evaluator, then drain the dispatcher, both with
 the clock stopped at the tick's instant.
 """
@@ -21,8 +21,8 @@ from sqlalchemy import Engine, insert, select
 
 from engine.clock import now as clock_now
 from engine.ledger import touch_id_for
-from engine.schema import runs, touches
-from engine.service import Service
+from engine.run.service import Service
+from engine.store.schema import runs, touches
 
 CHANNELS = ("sms", "wecom", "template", "ai_call")
 MESSAGES: dict[str, dict[str, Any]] = {
@@ -163,7 +163,7 @@ class Brand:
 
 def touch_row(playbook: str, member_id: str, occurrence: str, state: str, at: datetime, *,
               channel: str | None = "sms", **values: Any) -> dict[str, Any]:
-    """A ledger row as `engine.occurrences.ledger_row` writes it, for seeding the ledger directly."""
+    """A ledger row as `engine.run.occurrences.ledger_row` writes it, for seeding the ledger directly."""
     row: dict[str, Any] = {
         "touch_id": touch_id_for(playbook, member_id, occurrence), "playbook": playbook, "member_id": member_id,
         "occurrence": occurrence, "event_id": None, "state": state, "reason": None, "channel": channel,

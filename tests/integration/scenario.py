@@ -1,6 +1,6 @@
 """Test-data builder for audience and decision scenarios: members, orders, coupons, events, playbooks.
 
-Rows go in with SQLAlchemy Core through the engine/schema.py tables: aware datetimes,
+Rows go in with SQLAlchemy Core through the engine/store/schema.py tables: aware datetimes,
 money given in yuan and stored as integer fen. Every scenario is evaluated as of `AT`
 (Sunday 2026-11-22 10:00 Shanghai) unless it says otherwise, so "21 days ago" is the
 local date 2026-11-01.
@@ -18,11 +18,12 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import Connection, Engine, insert
 
-from engine.decisions import Decision
-from engine.dryrun import dry_run
-from engine.loader import load_text
-from engine.playbook import Playbook
-from engine.schema import MEMBER_FIELDS, coupons, events, member_tags, members, order_items, orders
+from engine.decide.decisions import Decision
+from engine.decide.preview import dry_run
+from engine.grammar.loader import load_text
+from engine.grammar.playbook import Playbook
+from engine.grammar.values import MEMBER_FIELDS
+from engine.store.schema import coupons, events, member_tags, members, order_items, orders
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 AT = datetime(2026, 11, 22, 10, 0, tzinfo=SHANGHAI)

@@ -11,9 +11,9 @@ import pytest
 from sqlalchemy import Engine
 
 from engine.clock import zone
-from engine.dryrun import dry_run
-from engine.importer import import_directory
-from engine.loader import load_playbooks
+from engine.decide.preview import dry_run
+from engine.grammar.loader import load_playbooks
+from engine.store.importer import import_directory
 
 SAMPLE = Path(__file__).resolve().parents[2].parent / "shared" / "acceptance"
 pytestmark = pytest.mark.skipif(not SAMPLE.is_dir(), reason="../shared/acceptance is not present")

@@ -9,15 +9,15 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from fakes.aliyun_outbound_bot import BotFake, JobResult, outbound_bot_app
-from fakes.aliyun_voice import CallResult, Failure, VoiceFake, aliyun_voice_app
-from fakes.server import FakeServer, free_port
 
-from channels import aliyun_outbound_bot as bot_mod
-from channels import aliyun_voice as voice_mod
-from channels.aliyun_outbound_bot import AliyunOutboundBotChannel, AliyunOutboundBotSettings
-from channels.aliyun_voice import AliyunVoiceChannel, AliyunVoiceSettings, parse_voice_report
+from channels.aliyun import outbound_bot as bot_mod
+from channels.aliyun import voice as voice_mod
+from channels.aliyun.outbound_bot import AliyunOutboundBotChannel, AliyunOutboundBotSettings
+from channels.aliyun.voice import AliyunVoiceChannel, AliyunVoiceSettings, parse_voice_report
 from channels.base import Channel, OutcomeKind, ReceiptSource, Touch
+from channels.fakes.aliyun_outbound_bot import BotFake, JobResult, outbound_bot_app
+from channels.fakes.aliyun_voice import CallResult, Failure, VoiceFake, aliyun_voice_app
+from channels.fakes.server import FakeServer, free_port
 
 KEY_ID, SECRET = "test-key-id", "test-key-secret"
 PHONE, PHONE2 = "13800138000", "13900139000"

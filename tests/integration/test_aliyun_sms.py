@@ -12,12 +12,10 @@ from typing import Any
 
 import httpx
 import pytest
-from fakes.aliyun_sms import AliyunSmsFake, aliyun_sms_app, sms_up_body
-from fakes.server import FakeServer, free_port
 from structlog.testing import capture_logs
 
-from channels.aliyun_signing import signature, signed_params
-from channels.aliyun_sms import (
+from channels.aliyun.signing import signature, signed_params
+from channels.aliyun.sms import (
     _CODES,
     PUSH_ACK,
     SHANGHAI,
@@ -27,6 +25,8 @@ from channels.aliyun_sms import (
     parse_sms_up,
 )
 from channels.base import ChannelContext, OutcomeKind, Touch
+from channels.fakes.aliyun_sms import AliyunSmsFake, aliyun_sms_app, sms_up_body
+from channels.fakes.server import FakeServer, free_port
 
 KEY_ID, SECRET = "LTAI5tFakeKeyId", "fake-secret-0123456789"
 PHONE = "13800138000"

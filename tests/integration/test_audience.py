@@ -27,7 +27,7 @@ from scenario import (
 )
 from sqlalchemy import Connection, Engine
 
-from engine.compiler import Frame, compile_audience
+from engine.decide.compiler import Frame, compile_audience
 
 MILK = ("pet_milk", "milk-800g", False)
 MILK_TRIAL = ("pet_milk", "milk-trial-50g", True)

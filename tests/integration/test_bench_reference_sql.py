@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from engine.clock import zone
-from engine.demo import DemoSpec, ensure_demo
-from engine.store import open_engine
+from engine.store.connect import open_engine
+from engine.store.demo import DemoSpec, ensure_demo
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "bench"))

@@ -7,15 +7,15 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 
 import httpx
-from fakes.aliyun_sms import SentSms, sms_report_body, sms_up_body
-from fakes.server import FakeServer
-from fakes.wechat_template import WechatFake
 from scenario import add_member
 from sqlalchemy import Engine, insert, select
 
-from engine.callbacks import build_app
-from engine.receipts import ReceiptBook
-from engine.schema import suppressions, touches
+from channels.fakes.aliyun_sms import SentSms, sms_report_body, sms_up_body
+from channels.fakes.server import FakeServer
+from channels.fakes.wechat_template import WechatFake
+from engine.run.callbacks import build_app
+from engine.run.receipts import ReceiptBook
+from engine.store.schema import suppressions, touches
 
 NOW = datetime(2026, 11, 22, 2, 0, tzinfo=UTC)
 

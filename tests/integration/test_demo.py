@@ -17,11 +17,11 @@ import pytest
 from sqlalchemy import Connection, Engine, func, insert, select, update
 from testdb import new_database_url
 
-from engine import demo
-from engine.demo import DATA_TABLES, DemoSpec, ensure_demo
 from engine.errors import DatabaseError, UsageError
-from engine.schema import coupons, events, member_tags, members, order_items, orders, store_meta
-from engine.store import open_engine, upgrade
+from engine.store import demo
+from engine.store.connect import open_engine, upgrade
+from engine.store.demo import DATA_TABLES, DemoSpec, ensure_demo
+from engine.store.schema import coupons, events, member_tags, members, order_items, orders, store_meta
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 TODAY = date(2026, 11, 22)

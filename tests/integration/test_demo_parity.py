@@ -10,10 +10,10 @@ from testdb import new_database_url
 
 from engine.clock import zone
 from engine.config import load_config
-from engine.demo import DemoSpec, ensure_demo
-from engine.dryrun import dry_run
-from engine.loader import load_playbooks
-from engine.store import open_engine
+from engine.decide.preview import dry_run
+from engine.grammar.loader import load_playbooks
+from engine.store.connect import open_engine
+from engine.store.demo import DemoSpec, ensure_demo
 
 ROOT = Path(__file__).resolve().parents[2]
 TZ = zone("Asia/Shanghai")

@@ -14,9 +14,9 @@ from structlog.testing import capture_logs
 
 from channels.stub import StubChannel
 from engine.cli import main
-from engine.schema import channel_pauses, suppressions, touches
-from engine.service import Service
-from engine.store import open_engine
+from engine.run.service import Service
+from engine.store.connect import open_engine
+from engine.store.schema import channel_pauses, suppressions, touches
 
 PLAYBOOK = """\
 id: hello

@@ -13,10 +13,10 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy import Engine, Table, event, func, select
 
-from engine import importer
 from engine.errors import UsageError
-from engine.importer import ImportReport, import_directory
-from engine.schema import coupons, events, member_tags, members, order_items, orders
+from engine.store import importer
+from engine.store.importer import ImportReport, import_directory
+from engine.store.schema import coupons, events, member_tags, members, order_items, orders
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 SAMPLE = Path(__file__).resolve().parents[3] / "shared" / "acceptance" / "data"

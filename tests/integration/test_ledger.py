@@ -17,8 +17,8 @@ from sqlalchemy.exc import IntegrityError
 from channels.log import LogChannel
 from engine import ledger
 from engine.ledger import TouchState, touch_id_for
-from engine.schema import touches
-from engine.store import write_transaction
+from engine.store.connect import write_transaction
+from engine.store.schema import touches
 
 LEASE = timedelta(minutes=5)
 
@@ -33,7 +33,7 @@ def brand(db_url: str, tmp_path: Path) -> Iterator[Brand]:
 
 
 def _check_values(column: str) -> tuple[str, ...]:
-    """The values a CHECK constraint of engine/schema.py allows for `column` (`column IN ('a', 'b', …)`)."""
+    """The values a CHECK constraint of engine/store/schema.py allows for `column` (`column IN ('a', 'b', …)`)."""
     (text,) = [str(c.sqltext) for c in touches.constraints
                if isinstance(c, CheckConstraint) and str(c.sqltext).startswith(f"{column} IN")]
     return tuple(re.findall(r"'([a-z_]+)'", text))

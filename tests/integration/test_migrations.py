@@ -1,4 +1,4 @@
-"""Alembic migrations and engine/schema.py agree exactly."""
+"""Alembic migrations and engine/store/schema.py agree exactly."""
 
 from __future__ import annotations
 
@@ -10,12 +10,12 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine
 
 from engine.errors import DatabaseError
-from engine.schema import metadata
-from engine.store import is_current, open_engine, require_schema, upgrade
+from engine.store.connect import is_current, open_engine, require_schema, upgrade
+from engine.store.schema import metadata
 
 
 def test_migrations__upgrade_head_matches_schema(db: Engine) -> None:
-    """`alembic upgrade head` gives an empty autogenerate diff against engine/schema.py."""
+    """`alembic upgrade head` gives an empty autogenerate diff against engine/store/schema.py."""
     with db.connect() as conn:
         context = MigrationContext.configure(conn, opts={"compare_type": True})
         diff = compare_metadata(context, metadata)
@@ -33,8 +33,8 @@ def test_migrations__schema_revision_is_alembic_head(db: Engine) -> None:
     """SCHEMA_REVISION, which every command checks without importing Alembic, is the newest script."""
     from alembic.script import ScriptDirectory
 
-    from engine.schema import SCHEMA_REVISION
-    from engine.store import _alembic_config
+    from engine.store.connect import _alembic_config
+    from engine.store.schema import SCHEMA_REVISION
 
     assert ScriptDirectory.from_config(_alembic_config(db)).get_heads() == [SCHEMA_REVISION]
 

@@ -10,8 +10,8 @@ from sqlalchemy import Engine, insert, select
 
 from channels.base import Inbound, Receipt, Reply
 from engine import ledger
-from engine.receipts import ReceiptBook, is_unsubscribe
-from engine.schema import events, suppressions, touches
+from engine.run.receipts import ReceiptBook, is_unsubscribe
+from engine.store.schema import events, suppressions, touches
 
 NOW = datetime(2026, 11, 22, 2, 0, tzinfo=UTC)
 
@@ -108,7 +108,7 @@ def test_receipts__pull_all_asks_only_for_touches_still_waiting(db: Engine) -> N
     """The periodic pull asks each pulling adapter about sent touches without a result, and applies the answers."""
     import asyncio
 
-    from engine.receipts import pull_all
+    from engine.run.receipts import pull_all
 
     _sent_touch(db, "T5", "M5")
     vendor = _PullingVendor()

@@ -11,20 +11,20 @@ from typing import Any
 
 import pytest
 import yaml
-from fakes.aliyun_sms import AliyunSmsFake, aliyun_sms_app
-from fakes.server import FakeServer, free_port
-from fakes.tencent_sms import FakeTencentSms
 from scenario import AT, add_member
 from sqlalchemy import select
 
 from channels import build_channel
 from channels.base import ChannelContext, OutcomeKind, Touch
+from channels.fakes.aliyun_sms import AliyunSmsFake, aliyun_sms_app
+from channels.fakes.server import FakeServer, free_port
+from channels.fakes.tencent_sms import FakeTencentSms
 from channels.fallback import FallbackChannel
 from engine.config import Settings
-from engine.receipts import pull_all
-from engine.schema import touches
-from engine.service import Service
-from engine.store import open_engine
+from engine.run.receipts import pull_all
+from engine.run.service import Service
+from engine.store.connect import open_engine
+from engine.store.schema import touches
 
 KEY_ID, SECRET = "LTAI5tFakeKeyId", "fake-secret-0123456789"
 PHONE = "13800138000"

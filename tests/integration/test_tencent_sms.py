@@ -9,13 +9,13 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from fakes.server import FakeServer
-from fakes.tencent_sms import FakeTencentSms
 
-from channels import tencent_signing
-from channels import tencent_sms as ts
 from channels.base import Outcome, OutcomeKind, Touch
-from channels.tencent_sms import TencentSmsChannel, TencentSmsSettings
+from channels.fakes.server import FakeServer
+from channels.fakes.tencent_sms import FakeTencentSms
+from channels.tencent import signing as tencent_signing
+from channels.tencent import sms as ts
+from channels.tencent.sms import TencentSmsChannel, TencentSmsSettings
 
 PHONE = "13812345678"
 

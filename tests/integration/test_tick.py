@@ -24,11 +24,11 @@ from scenario import AT, PHONE, SHANGHAI, add_event, add_member, add_order, loca
 from channels.log import LogChannel
 from engine import ledger
 from engine.clock import zone
-from engine.dryrun import dry_run
-from engine.importer import import_directory
-from engine.occurrences import occurrence_key
-from engine.schema import members
-from engine.store import write_transaction
+from engine.decide.preview import dry_run
+from engine.run.occurrences import occurrence_key
+from engine.store.connect import write_transaction
+from engine.store.importer import import_directory
+from engine.store.schema import members
 
 SAMPLE = Path(__file__).resolve().parents[2].parent / "shared" / "acceptance"
 DAILY = "0 10 * * *"

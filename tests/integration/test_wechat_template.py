@@ -9,12 +9,12 @@ from typing import Any
 
 import httpx
 import pytest
-from fakes.server import FakeServer, free_port
-from fakes.wechat_template import WechatFake
 from structlog.testing import capture_logs
 
 from channels.base import Channel, ChannelContext, OutcomeKind, Touch
-from channels.wechat_template import (
+from channels.fakes.server import FakeServer, free_port
+from channels.fakes.wechat_template import WechatFake
+from channels.wechat.template import (
     _CODES,
     ACKNOWLEDGEMENT,
     WechatTemplateChannel,
@@ -22,7 +22,7 @@ from channels.wechat_template import (
     check_signature,
     parse_event,
 )
-from engine.store import open_engine
+from engine.store.connect import open_engine
 
 OPENID = "oFOLLOWER_0123456789abcdef"
 TEMPLATE = "TPL_points_expiry"

@@ -9,16 +9,16 @@ from typing import Any
 
 import pytest
 from daemonkit import seed, touch_row
-from fakes.server import FakeServer, free_port
-from fakes.wecom import WecomFake
 from scenario import AT, SHANGHAI, add_member
 
 from channels.base import ChannelContext, Outcome, OutcomeKind, Touch
-from channels.wecom import _CODES, WecomChannel, WecomSettings
+from channels.fakes.server import FakeServer, free_port
+from channels.fakes.wecom import WecomFake
+from channels.wechat.wecom import _CODES, WecomChannel, WecomSettings
 from engine.config import DispatchSettings
-from engine.dispatch import Dispatcher
-from engine.policies import PolicySettings
-from engine.store import open_engine
+from engine.grammar.policies import PolicySettings
+from engine.run.dispatch import Dispatcher
+from engine.store.connect import open_engine
 
 K = OutcomeKind
 SINCE = datetime(2024, 1, 1, tzinfo=UTC)

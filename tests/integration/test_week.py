@@ -21,7 +21,7 @@ from freezegun import freeze_time
 from scenario import PHONE, SHANGHAI, add_member
 from testdb import new_database_url
 
-from engine.schema import REACHING_STATES
+from engine.store.schema import REACHING_STATES
 
 MONDAY = date(2026, 11, 23)
 WEEK = [MONDAY + timedelta(days=n) for n in range(7)]

@@ -7,7 +7,6 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from engine import audience as a
 from engine.clock import (
     check_aware,
     day_start,
@@ -18,8 +17,9 @@ from engine.clock import (
     utc,
     zone,
 )
-from engine.compiler import Frame
+from engine.decide.compiler import Frame
 from engine.errors import UsageError
+from engine.grammar import audience as a
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 NEW_YORK = ZoneInfo("America/New_York")

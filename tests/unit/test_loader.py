@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from engine.errors import PlaybookError, Problem
-from engine.loader import load_file, load_playbooks, load_text
-from engine.playbook import Playbook
+from engine.grammar.loader import load_file, load_playbooks, load_text
+from engine.grammar.playbook import Playbook
 
 ROOT = Path(__file__).resolve().parents[2]
 ACCEPTANCE_PLAYBOOKS = ROOT.parent / "shared" / "acceptance" / "playbooks"

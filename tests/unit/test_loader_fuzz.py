@@ -18,8 +18,8 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from engine.errors import PlaybookError
-from engine.loader import load_file, load_text
-from engine.playbook import Playbook
+from engine.grammar.loader import load_file, load_text
+from engine.grammar.playbook import Playbook
 
 FILE = "fuzz/playbook.yaml"
 FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])

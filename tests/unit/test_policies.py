@@ -8,10 +8,10 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from engine.gate import EffectivePolicies
-from engine.loader import load_text
-from engine.playbook import Playbook
-from engine.policies import (
+from engine.decide.gate import EffectivePolicies
+from engine.grammar.loader import load_text
+from engine.grammar.playbook import Playbook
+from engine.grammar.policies import (
     DEFAULT_FREQUENCY,
     DEFAULT_QUIET_HOURS,
     FrequencyRule,

@@ -6,7 +6,7 @@ import sqlite3
 
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-from engine.store import is_transient
+from engine.store.connect import is_transient
 
 
 class _PgError(Exception):

@@ -10,7 +10,7 @@ import pytest
 from jinja2 import UndefinedError
 from jinja2.exceptions import SecurityError
 
-from engine.templates import check_template, render_value
+from engine.grammar.templates import check_template, render_value
 
 CONTEXT: dict[str, Any] = {
     "member": {"member_id": "M0000123", "nickname": "小明", "city": None, "habitual_platform": "tmall",

@@ -1,0 +1,1 @@
+"""Aliyun: SMS, voice notifications and the outbound robot, on one RPC signature."""

@@ -1,0 +1,259 @@
+"""The `aliyun_voice` adapter: Aliyun voice notification (dyvmsapi 2017-05-25) `SingleCallByTts`.
+
+One request per touch (the API takes one callee per call), `OutId` = touch id. Call outcomes
+come from the `VoiceReport` push (`parse_voice_report`, keyed by `out_id`) and, for touches
+whose `CallId` is known, from `QueryCallDetailByCallId` (`pull`). There is no query by
+`OutId` (vendors.md §0.2), so a send whose answer was lost stays `unknown` unless a
+VoiceReport has since named its touch id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any, Literal
+from zoneinfo import ZoneInfo
+
+import httpx
+from pydantic import Field
+
+from channels.aliyun.signing import GATEWAY_CODES, signed_params
+from channels.base import (
+    NOT_CONNECTED,
+    ChannelContext,
+    ChannelSettings,
+    Inbound,
+    Outcome,
+    OutcomeKind,
+    Receipt,
+    Touch,
+    not_connected,
+)
+from engine.grammar.values import GrammarModel, Text
+
+VERSION = "2017-05-25"
+DEFAULT_BASE_URL = "https://dyvmsapi.aliyuncs.com"
+PROD_ID_VOICE_NOTIFICATION = "11000000300006"
+VOICE_REPORT_ACK: dict[str, Any] = {"code": 0, "msg": "接收成功"}
+"""The body Aliyun expects back from a VoiceReport push (HTTP 200); anything else is re-pushed."""
+SHANGHAI = ZoneInfo("Asia/Shanghai")
+
+K = OutcomeKind
+# Send-time codes: vendors.md §3.5 (shared dysms/dyvms `isv.*` family and the RPC gateway codes), §6.
+_CODES: dict[str, OutcomeKind] = {
+    **GATEWAY_CODES,
+    # rejected before anything was dialled: safe to send again later
+    # this touch only
+    "isv.BUSINESS_LIMIT_CONTROL": K.failed,  # per-callee 1/min, 5/h, 20/day: the touch cap is hit
+    "isv.TEMPLATE_MISSING_PARAMETERS": K.failed,
+    "isv.TEMPLATE_PARAMS_ILLEGAL": K.failed,
+    "isv.INVALID_JSON_PARAM": K.failed,
+    "isv.PARAM_LENGTH_LIMIT": K.failed,
+    "isv.PARAM_NOT_SUPPORT_URL": K.failed,
+    "isv.INVALID_PARAMETERS": K.failed,
+    "isv.BLACK_KEY_CONTROL_LIMIT": K.failed,
+    # the number is dead for this channel
+    "isv.MOBILE_NUMBER_ILLEGAL": K.failed_member,
+    # account / configuration: pause the channel
+    "isv.TTS_TEMPLATE_ILLEGAL": K.channel_fatal,
+    "isv.DISPLAY_NUMBER_ILLEGAL": K.channel_fatal,
+    "isv.AMOUNT_NOT_ENOUGH": K.channel_fatal,
+    "isv.OUT_OF_SERVICE": K.channel_fatal,
+    "isv.DAY_LIMIT_CONTROL": K.channel_fatal,  # account-wide cap: every send fails until it resets
+    "isv.MONTH_LIMIT_CONTROL": K.channel_fatal,
+    "isv.PRODUCT_UN_SUBSCRIPT": K.channel_fatal,
+    "isv.PRODUCT_UNSUBSCRIBE": K.channel_fatal,
+    "isv.ACCOUNT_NOT_EXISTS": K.channel_fatal,
+    "isv.ACCOUNT_ABNORMAL": K.channel_fatal,
+    "isv.DENY_IP_RANGE": K.channel_fatal,
+    "isp.RAM_PERMISSION_DENY": K.channel_fatal,
+    # may have been accepted: never resend blindly
+    "isp.SYSTEM_ERROR": K.unknown,
+}
+
+# VoiceReport status_code values that mean the callee picked up (vendors.md §5.1).
+_ANSWERED = {"200000", "200001"}
+_HANGUP = {"用户": "user", "机器": "robot"}
+
+
+class VoiceScenario(GrammarModel):
+    tts_code: Text
+    """The approved TTS template (`TTS_...`)."""
+    called_show_number: str | None = None
+    """Caller display number; omitted → the vendor's public pool."""
+    play_times: int | None = Field(None, ge=1, le=3)
+
+
+class AliyunVoiceSettings(ChannelSettings):
+    adapter: Literal["aliyun_voice"]
+    access_key_id: Text
+    access_key_secret: Text
+    scenarios: dict[str, VoiceScenario]
+    region: str = "cn-hangzhou"
+
+
+def classify(code: str, http_status: int) -> OutcomeKind:
+    """The outcome of a non-OK answer: the table first; unlisted 5xx may have sent; other unlisted fail."""
+    if code in _CODES:
+        return _CODES[code]
+    return K.unknown if http_status >= 500 else K.failed
+
+
+def _parse_time(value: Any) -> datetime | None:
+    if not value:
+        return None
+    try:
+        return datetime.strptime(str(value), "%Y-%m-%d %H:%M:%S").replace(tzinfo=SHANGHAI)
+    except ValueError:
+        return None
+
+
+def _int(value: Any) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return 0
+
+
+def voice_receipt(item: Mapping[str, Any]) -> Receipt:
+    """One VoiceReport item (or a call detail with the same names) as a `Receipt` with call outcome details."""
+    status = str(item.get("status_code", ""))
+    answered = status in _ANSWERED or bool(item.get("start_time"))
+    return Receipt(
+        touch_id=item.get("out_id") or None,
+        vendor_id=item.get("call_id") or None,
+        delivered=answered,
+        status=status,
+        at=_parse_time(item.get("end_time")),
+        details={"answered": answered, "duration_s": _int(item.get("duration")),
+                 "hangup_by": _HANGUP.get(str(item.get("hangup_direction", "")), item.get("hangup_direction")),
+                 "intent": None, "status_msg": item.get("status_msg")},
+    )
+
+
+def parse_voice_report(body: bytes | str | list[Any]) -> list[Receipt]:
+    """The receipts in one VoiceReport HTTP push (a JSON array); answer the push with `VOICE_REPORT_ACK`.
+
+    Raises ValueError on malformed JSON, TypeError when the body is not an array.
+    """
+    items = json.loads(body) if isinstance(body, bytes | str) else body
+    if not isinstance(items, list):
+        raise TypeError("a VoiceReport push is a JSON array")
+    return [voice_receipt(item) for item in items if isinstance(item, dict)]
+
+
+class AliyunVoiceChannel:
+    """`SingleCallByTts` per touch; receipts from VoiceReport pushes and `QueryCallDetailByCallId`."""
+
+    Settings = AliyunVoiceSettings
+
+    def __init__(self, name: str, settings: AliyunVoiceSettings, context: ChannelContext | None = None) -> None:
+        self.name = name
+        self.settings = settings
+        self.context = context or ChannelContext()
+        self.base_url = (settings.base_url or DEFAULT_BASE_URL).rstrip("/") + "/"
+        self.call_ids: dict[str, str] = {}  #: touch id → CallId, from sends and VoiceReport pushes seen here
+
+    def _now(self) -> datetime:
+        return self.context.clock() if self.context.clock else datetime.now(UTC)
+
+    def _params(self, action: str, params: Mapping[str, str]) -> dict[str, str]:
+        return signed_params(action, VERSION, params, self.settings.access_key_id,
+                             self.settings.access_key_secret, now=self._now(), region=self.settings.region)
+
+    def _request(self, touch: Touch) -> dict[str, str] | Outcome:
+        """The SingleCallByTts parameters, or the outcome of a touch that cannot be sent as it is."""
+        scenario = self.settings.scenarios.get(str(touch.message.get("scenario")))
+        if scenario is None:
+            return Outcome(touch.touch_id, K.failed, code="SIYU_NO_SCENARIO",
+                           message=f"no scenario {touch.message.get('scenario')!r} configured")
+        phone = touch.address.get("phone")
+        if not isinstance(phone, str) or not phone:
+            return Outcome(touch.touch_id, K.failed_member, code="SIYU_NO_PHONE", message="no phone number")
+        if not 1 <= len(touch.touch_id.encode()) <= 15:
+            return Outcome(touch.touch_id, K.failed, code="SIYU_OUT_ID", message="touch id does not fit OutId")
+        params = {"CalledNumber": phone, "TtsCode": scenario.tts_code, "OutId": touch.touch_id}
+        variables = touch.message.get("variables") or {}
+        if variables:
+            params["TtsParam"] = json.dumps({k: str(v) for k, v in variables.items()}, ensure_ascii=False)
+        if scenario.called_show_number:
+            params["CalledShowNumber"] = scenario.called_show_number
+        if scenario.play_times:
+            params["PlayTimes"] = str(scenario.play_times)
+        return params
+
+    async def _call_one(self, client: httpx.AsyncClient, touch: Touch) -> Outcome:
+        request = self._request(touch)
+        if isinstance(request, Outcome):
+            return request
+        try:
+            response = await client.post(self.base_url, data=self._params("SingleCallByTts", request))
+        except NOT_CONNECTED as exc:
+            return not_connected(touch.touch_id, exc)
+        except httpx.TransportError as exc:  # written, then timed out or dropped: it may have dialled
+            return Outcome(touch.touch_id, K.unknown, code="TRANSPORT", message=type(exc).__name__)
+        try:
+            body = response.json()
+        except ValueError:
+            kind = K.unknown if response.status_code >= 500 else K.failed
+            return Outcome(touch.touch_id, kind, code=f"HTTP_{response.status_code}", message="not JSON")
+        code = str(body.get("Code", ""))
+        if code == "OK":
+            if body.get("CallId"):
+                self.call_ids[touch.touch_id] = str(body["CallId"])
+            return Outcome(touch.touch_id, K.sent, vendor_id=body.get("CallId"), code=code)
+        return Outcome(touch.touch_id, classify(code, response.status_code), code=code,
+                       message=body.get("Message"))
+
+    async def send(self, touches: Sequence[Touch]) -> list[Outcome]:
+        async with httpx.AsyncClient(timeout=self.settings.timeout) as client:
+            return list(await asyncio.gather(*(self._call_one(client, t) for t in touches)))
+
+    def note_receipts(self, receipts: Sequence[Receipt]) -> None:
+        """Remember which touches a VoiceReport push has named, so `lookup` can settle them."""
+        for receipt in receipts:
+            if receipt.touch_id and receipt.vendor_id:
+                self.call_ids[receipt.touch_id] = receipt.vendor_id
+
+    async def lookup(self, touches: Sequence[Touch]) -> list[Outcome]:
+        out = []
+        for t in touches:
+            call_id = self.call_ids.get(t.touch_id)
+            out.append(Outcome(t.touch_id, K.sent, vendor_id=call_id) if call_id
+                       else Outcome(t.touch_id, K.unknown, message="dyvmsapi has no query by OutId"))
+        return out
+
+    async def _detail(self, client: httpx.AsyncClient, call_id: str, touch_id: str) -> Receipt | None:
+        query_date = str(int(self._now().timestamp() * 1000))  # must fall on the call's day (vendors.md §5.1)
+        params = {"CallId": call_id, "ProdId": PROD_ID_VOICE_NOTIFICATION, "QueryDate": query_date}
+        try:
+            response = await client.post(self.base_url, data=self._params("QueryCallDetailByCallId", params))
+            body = response.json()
+        except (httpx.TransportError, ValueError):
+            return None  # a pull only reads: the next one will ask again
+        if body.get("Code") != "OK" or not body.get("Data"):
+            return None
+        data = json.loads(body["Data"]) if isinstance(body["Data"], str) else body["Data"]
+        # Inner field names are UNCONFIRMED (vendors.md §7.6): read the VoiceReport names, then camelCase.
+        item = {
+            "call_id": call_id, "out_id": touch_id,
+            "status_code": data.get("status_code", data.get("state")),
+            "duration": data.get("duration"),
+            "start_time": data.get("start_time", data.get("startDate")),
+            "end_time": data.get("end_time", data.get("endDate")),
+            "hangup_direction": data.get("hangup_direction", data.get("hangupDirection")),
+            "status_msg": data.get("status_msg", data.get("stateDesc")),
+        }
+        if not item["status_code"] or not item["end_time"]:
+            return None  # the call has not finished yet
+        return voice_receipt(item)
+
+    async def pull(self, touches: Sequence[Touch], since: datetime) -> Inbound:
+        """Call details for touches whose CallId is known: `address['vendor_id']`, a send or a push seen here."""
+        wanted = [(t.touch_id, t.vendor_id or t.address.get("vendor_id") or self.call_ids.get(t.touch_id))
+                  for t in touches]
+        async with httpx.AsyncClient(timeout=self.settings.timeout) as client:
+            found = await asyncio.gather(*(self._detail(client, cid, tid) for tid, cid in wanted if cid))
+        return Inbound(receipts=[r for r in found if r is not None])

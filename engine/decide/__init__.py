@@ -1,0 +1,1 @@
+"""Deciding: audience → SQL (compiler), contact policies (gate), per-member decisions, dry-run and explain."""

@@ -1,0 +1,1 @@
+"""The playbook grammar: value types, YAML with positions, audience and playbook models, cron, templates, the loader."""

@@ -1,0 +1,268 @@
+"""YAML with positions: values plus where each key and value sits, and pydantic errors mapped back.
+
+Used for playbooks and for the config file, so both report `file:line:col: message`.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from engine.errors import Problem, ProblemsError
+from engine.grammar.audience import GROUP_KEYS, LEAF_MODELS
+from engine.grammar.values import did_you_mean
+
+PathKey = tuple[Any, ...]
+Position = tuple[int, int]
+
+
+@dataclass
+class SourceMap:
+    """Where each value (and each mapping key) of a YAML document sits, by path."""
+
+    values: dict[PathKey, Position] = field(default_factory=dict)
+    keys: dict[PathKey, Position] = field(default_factory=dict)
+    texts: dict[PathKey, str] = field(default_factory=dict)
+
+    def locate(self, path: PathKey, key: bool = False) -> Position | None:
+        table = self.keys if key else self.values
+        while path:
+            if path in table:
+                return table[path]
+            if key and path in self.values:
+                return self.values[path]
+            path = path[:-1]
+        return self.values.get((), None)
+
+
+def _mark(node: yaml.Node) -> Position:
+    return node.start_mark.line + 1, node.start_mark.column + 1
+
+
+MAX_DEPTH = 100
+"""Deeper nesting than this is refused: no playbook or config needs it."""
+
+
+class _Builder:
+    """Turns a composed YAML node tree into Python values and a SourceMap.
+
+    Every construction problem (a bad tag, a recursive alias, a number too long) becomes a
+    located Problem; nothing escapes as an exception.
+    """
+
+    def __init__(self, file: str) -> None:
+        self.file = file
+        self.loader = yaml.SafeLoader("")
+        self.source = SourceMap()
+        self.problems: list[Problem] = []
+        self._open: set[int] = set()
+
+    def _problem(self, node: yaml.Node, message: str) -> None:
+        line, col = _mark(node)
+        self.problems.append(Problem(self.file, line, col, message))
+
+    def _scalar(self, node: yaml.Node) -> Any:
+        try:
+            return self.loader.construct_object(node, deep=True)
+        except yaml.MarkedYAMLError as exc:
+            self._problem(node, f"malformed YAML: {exc.problem or exc.context or 'cannot read this value'}")
+        except Exception as exc:  # noqa: BLE001 - PyYAML's constructors fail in many ways on tagged input
+            self._problem(node, f"cannot read this value ({node.tag}): {exc or type(exc).__name__}")
+        return None
+
+    def build(self, node: yaml.Node, path: PathKey = ()) -> Any:
+        if id(node) in self._open:
+            self._problem(node, "recursive alias: an anchor may not contain itself")
+            return None
+        if len(path) > MAX_DEPTH:
+            self._problem(node, f"nested more than {MAX_DEPTH} levels deep")
+            return None
+        self.source.values[path] = _mark(node)
+        self._open.add(id(node))
+        try:
+            if isinstance(node, yaml.MappingNode):
+                return self._mapping(node, path)
+            if isinstance(node, yaml.SequenceNode):
+                return [self.build(item, (*path, i)) for i, item in enumerate(node.value)]
+            if isinstance(node, yaml.ScalarNode):
+                self.source.texts[path] = node.value
+            return self._scalar(node)
+        finally:
+            self._open.discard(id(node))
+
+    def _mapping(self, node: yaml.MappingNode, path: PathKey) -> dict[Any, Any]:
+        try:
+            self.loader.flatten_mapping(node)
+        except yaml.MarkedYAMLError as exc:
+            self._problem(node, f"malformed YAML: {exc.problem or 'bad merge key (<<)'}")
+            return {}
+        out: dict[Any, Any] = {}
+        for key_node, value_node in node.value:
+            if not isinstance(key_node, yaml.ScalarNode):
+                self._problem(key_node, "a key must be plain text")
+                continue
+            key = self._scalar(key_node)
+            if not isinstance(key, str | int | float | bool) and key is not None:
+                self._problem(key_node, "a key must be plain text")
+                continue
+            if key in out:
+                self._problem(key_node, f"duplicate key {key!r}")
+                continue
+            self.source.keys[(*path, key)] = _mark(key_node)
+            out[key] = self.build(value_node, (*path, key))
+        return out
+
+
+COMPOSER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+"""libyaml's parser when PyYAML has it (about 15× faster, same nodes and marks), else PyYAML's own."""
+
+
+def parse_yaml(text: str, file: str, error: type[ProblemsError], what: str = "playbook") -> tuple[Any, SourceMap]:
+    """Parse one YAML document; `error` (located problems) for anything malformed."""
+    try:
+        documents = list(yaml.compose_all(text, Loader=COMPOSER))
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        lines = text.splitlines() or [""]
+        line: int | None
+        col: int | None
+        if mark is not None and mark.line >= len(lines):  # the end of input: where the open construct began
+            mark = exc.context_mark if exc.context_mark is not None and exc.context_mark.line < len(lines) else None
+            line, col = (mark.line + 1, mark.column + 1) if mark else (len(lines), len(lines[-1]) + 1)
+        else:
+            line, col = (mark.line + 1, mark.column + 1) if mark else (None, None)
+        detail = exc.problem or exc.context or "malformed YAML"
+        raise error([Problem(file, line, col, f"malformed YAML: {detail}")]) from None
+    except yaml.YAMLError as exc:
+        raise error([Problem(file, None, None, f"malformed YAML: {exc}")]) from None
+    except RecursionError:
+        raise error([Problem(file, None, None, "malformed YAML: nested too deeply")]) from None
+    documents = [d for d in documents if d is not None]
+    if not documents:
+        raise error([Problem(file, None, None, f"empty {what}")])
+    if len(documents) > 1:
+        line, col = _mark(documents[1])
+        raise error([Problem(file, line, col, f"one {what} per file (found a second YAML document)")])
+    builder = _Builder(file)
+    try:
+        value = builder.build(documents[0])
+    except RecursionError:
+        raise error([Problem(file, None, None, "malformed YAML: nested too deeply")]) from None
+    if builder.problems:
+        raise error(builder.problems)
+    return value, builder.source
+
+
+def _data_path(data: Any, loc: Sequence[Any]) -> PathKey:
+    """Keep the parts of a pydantic `loc` that exist in the data (drop union tags)."""
+    path: list[Any] = []
+    current = data
+    for part in loc:
+        if isinstance(current, dict) and part in current or isinstance(current, list) and isinstance(part, int) and 0 <= part < len(current):
+            current = current[part]
+            path.append(part)
+    return tuple(path)
+
+
+def _describe(value: Any, source_text: str | None) -> str:
+    if isinstance(value, bool):
+        return f"a yes/no value ({source_text or value})"
+    if isinstance(value, int | float):
+        return f"a number ({source_text or value})"
+    return type(value).__name__
+
+
+def _message(error: Any, data: Any, path: PathKey, source: SourceMap) -> tuple[str, bool]:
+    """(message, whether it is about a key) for one pydantic error."""
+    kind = error["type"]
+    ctx = error.get("ctx") or {}
+    if kind == "unknown_key":
+        return error["msg"], True
+    if kind == "unknown_condition":
+        value = error.get("input")
+        names = [*GROUP_KEYS, *LEAF_MODELS]
+        if isinstance(value, dict) and len(value) == 1:
+            (key,) = value
+            return (f"unknown condition {key!r}{did_you_mean(str(key), names)}; expected one of: "
+                    f"{', '.join(names)}"), True
+        if isinstance(value, dict) and len(value) > 1:
+            return (f"one condition per list item, found {len(value)}: {', '.join(map(str, value))} "
+                    "(write each as its own `- ` item)"), False
+        return f"expected a condition such as `- tag: vip`, got {_describe(value, None)}", False
+    if kind in ("string_type", "string_sub_type"):
+        value = error.get("input")
+        text = source.texts.get(path)
+        if isinstance(value, int | float | bool):
+            return f"expected text, got {_describe(value, text)}: quote it, e.g. \"{text or value}\"", False
+        return f"expected text, got {_describe(value, text)}", False
+    if kind == "string_pattern_mismatch" and path == ("id",):
+        return ("a playbook id is lowercase letters, digits and '-', starting with a letter or digit "
+                "(e.g. pet-milk-refill)"), False
+    if kind == "missing":
+        return f"missing required key {error['loc'][-1]!r}", False
+    if kind == "union_tag_invalid":
+        expected = str(ctx.get("expected_tags", "")).replace("'", "")
+        return f"unknown {ctx.get('discriminator', 'kind').strip(chr(39))} {ctx.get('tag')!r}; expected one of: {expected}", False
+    if kind == "union_tag_not_found":
+        return f"missing {str(ctx.get('discriminator', 'kind')).strip(chr(39))!r}", False
+    if kind == "literal_error" and ctx.get("expected"):
+        value = error.get("input")
+        options = [o.strip(" '") for o in str(ctx["expected"]).replace(" or ", ",").split(",")]
+        return f"{value!r} is not one of: {', '.join(options)}{did_you_mean(str(value), options)}", False
+    message = str(error["msg"])
+    for prefix in ("Value error, ", "Assertion failed, "):
+        message = message.removeprefix(prefix)
+    return message, False
+
+
+def validation_problems(exc: ValidationError, data: Any, source: SourceMap, file: str) -> list[Problem]:
+    problems: list[Problem] = []
+    seen: set[tuple[Any, ...]] = set()
+    errors = exc.errors(include_url=False)
+    # A misspelt key also makes the key it was meant to be "missing": report the typo only.
+    meant: set[PathKey] = set()
+    for error in errors:
+        ctx = error.get("ctx") or {}
+        if error["type"] == "unknown_key" and "keys" in ctx:
+            path = _data_path(data, error["loc"])
+            allowed = str(ctx["allowed"]).split(", ")
+            for key in ctx["keys"]:
+                close = difflib.get_close_matches(str(key), allowed, n=1, cutoff=0.6)
+                if close:
+                    meant.add((*path, close[0]))
+    for error in errors:
+        path = _data_path(data, error["loc"])
+        ctx = error.get("ctx") or {}
+        if error["type"] == "missing" and (*path, error["loc"][-1]) in meant:
+            continue
+        if error["type"] == "unknown_key" and "keys" in ctx:
+            allowed = str(ctx["allowed"]).split(", ")
+            for key in ctx["keys"]:
+                hint = did_you_mean(key, allowed) if isinstance(key, str) else ""
+                line, col = source.locate((*path, key), key=True) or (None, None)
+                problems.append(Problem(file, line, col,
+                                        f"unknown key {key!r}{hint}; expected one of: {ctx['allowed']}"))
+            continue
+        message, about_key = _message(error, data, path, source)
+        about_key = about_key or error["loc"][-1:] == ("[key]",)
+        if isinstance(ctx.get("at"), tuple):
+            path, about_key = (*path, *ctx["at"]), True
+        elif error["type"] == "unknown_key" and "key" in ctx:
+            path = (*path, ctx["key"])
+        elif error["type"] == "unknown_condition" and isinstance(error.get("input"), dict) \
+                and len(error["input"]) == 1:
+            path = (*path, next(iter(error["input"])))
+        position = source.locate(path, key=about_key) or (None, None)
+        key = (position, message)
+        if key in seen:
+            continue
+        seen.add(key)
+        problems.append(Problem(file, position[0], position[1], message))
+    return problems
+
+

@@ -1,0 +1,110 @@
+"""Receipts, replies and call outcomes, pulled or pushed, applied to the ledger exactly once in effect.
+
+- A delivery receipt sets `delivery` (delivered / undelivered) and the vendor's status on
+  its touch; the same receipt again changes nothing.
+- An SMS reply that unsubscribes (`T`, `TD`, `R`, `N`, `退订` by default: trimmed,
+  case-insensitive; configurable) adds an SMS suppression for that number at once.
+- An AI call's outcome (answered, duration, who hung up, intent) is kept on the touch and
+  written as a member event `ai_call_result`, so a playbook can follow up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, Engine, select
+
+from channels.base import Inbound, Receipt, ReceiptSource, Reply
+from engine import ledger
+from engine.clock import now as clock_now
+from engine.logs import log, mask_phone
+from engine.store.connect import write_transaction
+from engine.store.schema import touches
+
+DEFAULT_UNSUBSCRIBE = ("T", "TD", "R", "N", "退订")
+
+
+def is_unsubscribe(text: str, keywords: Iterable[str] = DEFAULT_UNSUBSCRIBE) -> bool:
+    """True when the reply, trimmed and case-insensitive, is one of the unsubscribe keywords."""
+    reply = text.strip().casefold()
+    return any(reply == keyword.strip().casefold() for keyword in keywords)
+
+
+@dataclass
+class ReceiptBook:
+    """Applies what vendors report about touches and members."""
+
+    engine: Engine
+    unsubscribe: Sequence[str] = DEFAULT_UNSUBSCRIBE
+    clock: Callable[[], datetime] = clock_now
+
+    def apply(self, inbound: Inbound) -> dict[str, int]:
+        """Apply receipts and replies in one transaction; counts of what changed."""
+        counts = {"receipts": 0, "unmatched": 0, "unsubscribed": 0, "call_results": 0}
+        with write_transaction(self.engine) as conn:
+            for reply in inbound.replies:
+                counts["unsubscribed"] += self._reply(conn, reply)
+            for receipt in inbound.receipts:
+                touch_id = ledger.record_delivery(conn, touch_id=receipt.touch_id, vendor_id=receipt.vendor_id,
+                                                  delivered=receipt.delivered, status=receipt.status,
+                                                  at=receipt.at, result=receipt.details or None)
+                if touch_id is None:
+                    counts["unmatched"] += 1
+                    continue
+                counts["receipts"] += 1
+                if receipt.details and "answered" in receipt.details:
+                    counts["call_results"] += self._call_result(conn, touch_id, receipt)
+        return counts
+
+    def _reply(self, conn: Connection, reply: Reply) -> int:
+        if not is_unsubscribe(reply.text, self.unsubscribe):
+            return 0
+        added = ledger.add_suppression(conn, member_id=None, phone=reply.phone, channel="sms",
+                                       reason=f"SMS reply {reply.text.strip()!r}", source="reply", now=self.clock())
+        if added:
+            log.info("suppression.added", phone=mask_phone(reply.phone), channel="sms", source="reply")
+        return int(added)
+
+    def _call_result(self, conn: Connection, touch_id: str, receipt: Receipt) -> int:
+        row = conn.execute(select(touches.c.member_id).where(touches.c.touch_id == touch_id)).first()
+        if row is None:
+            return 0
+        attributes = {"touch_id": touch_id, "status": receipt.status, **receipt.details}
+        return int(ledger.add_member_event(conn, f"call-{touch_id}", row.member_id, "ai_call_result",
+                                           receipt.at or self.clock(), attributes))
+
+
+def _awaiting(engine: Engine, channel: str, since: datetime) -> list[Any]:
+    """Sent touches of `channel` still waiting for a receipt, with their addresses."""
+    from engine.run.dispatch import touch_of
+
+    with engine.connect() as conn:
+        rows = ledger.awaiting_receipts(conn, channel, since)
+        contacts = ledger.contacts(conn, [r["member_id"] for r in rows])
+    return [touch_of(r, contacts.get(r["member_id"])) for r in rows]
+
+
+async def pull_all(engine: Engine, channels: Mapping[str, object], now: datetime,
+                   lookback: timedelta = timedelta(days=3), unsubscribe: Sequence[str] = DEFAULT_UNSUBSCRIBE
+                   ) -> dict[str, int]:
+    """Ask every adapter with a pull API for the receipts of touches still waiting for one (and for
+    SMS replies), and apply them. Run periodically by the daemon and at the end of every `tick`."""
+    book = ReceiptBook(engine, unsubscribe)
+    totals: dict[str, int] = {}
+    since = now - lookback
+    for name, channel in channels.items():
+        if not isinstance(channel, ReceiptSource):
+            continue
+        touches = await asyncio.to_thread(_awaiting, engine, name, since)
+        try:
+            inbound = await channel.pull(touches, since)
+        except Exception as exc:  # noqa: BLE001 - a vendor outage must not stop the daemon: try again next time
+            log.warning("receipts.pull_failed", channel=name, error=f"{type(exc).__name__}: {exc}")
+            continue
+        for key, value in (await asyncio.to_thread(book.apply, inbound)).items():
+            totals[key] = totals.get(key, 0) + value
+    return totals

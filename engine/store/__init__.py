@@ -1,0 +1,1 @@
+"""The member store: schema, connections and dialect differences, migrations, CSV import, the demo brand."""
