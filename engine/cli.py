@@ -248,7 +248,7 @@ def cmd_suppress(args: argparse.Namespace) -> int:
         return 0
     if (args.member is None) == (args.phone is None):
         raise UsageError("give exactly one of --member ID or --phone NUMBER")
-    from engine.grammar.audience import CHANNEL_NAMES
+    from engine.grammar.addresses import CHANNEL_NAMES
 
     if args.channel != "all" and args.channel not in CHANNEL_NAMES:
         raise UsageError(f"unknown channel {args.channel!r}: one of all, {', '.join(CHANNEL_NAMES)}",

@@ -17,7 +17,7 @@ from pydantic import Field, ValidationError, field_validator
 
 from engine.clock import DEFAULT_TIMEZONE, parse_duration, zone
 from engine.errors import ConfigError, PlaybookError, Problem
-from engine.grammar.audience import ChannelName
+from engine.grammar.addresses import ChannelName
 from engine.grammar.loader import read_text
 from engine.grammar.policies import Duration, PolicySettings, QuietWindow
 from engine.grammar.values import GrammarModel

@@ -11,7 +11,6 @@ No phone number, secret or signature is ever logged.
 from __future__ import annotations
 
 import json
-import re
 import time
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
@@ -36,6 +35,7 @@ from channels.base import (
 )
 from channels.fallback import SmsSettings
 from channels.tencent.signing import signed_headers
+from engine.grammar.addresses import e164, mainland_mobile
 from engine.grammar.policies import Duration
 from engine.grammar.values import GrammarModel
 
@@ -153,24 +153,6 @@ class TencentSmsSettings(SmsSettings):
     """How far back `lookup` lists sends to a number (the vendor allows 7 days)."""
     reply_source: Literal["by_phone", "queue"] = "by_phone"
     """`pull` replies per touched number, or from the `PullSmsReplyStatus` queue (needs activation)."""
-
-
-_MAINLAND = re.compile(r"^1[3-9]\d{9}$")
-
-
-def e164(phone: str) -> str | None:
-    """`+86…` for a mainland mobile number in any accepted spelling, else None."""
-    digits = re.sub(r"[\s-]", "", str(phone))
-    for prefix in ("+86", "0086", "86"):
-        if digits.startswith(prefix) and len(digits) == len(prefix) + 11:
-            digits = digits[len(prefix):]
-            break
-    return f"+86{digits}" if _MAINLAND.match(digits) else None
-
-
-def national(phone: str) -> str:
-    """The bare mainland number, as members are stored; other numbers unchanged."""
-    return phone.removeprefix("+86")
 
 
 class _CallFailed(Exception):
@@ -403,7 +385,8 @@ def _receipt(item: Mapping[str, Any], candidates: set[str]) -> Receipt:
 
 
 def _reply(item: Mapping[str, Any]) -> Reply:
-    return Reply(phone=national(str(item.get("PhoneNumber", ""))), text=str(item.get("ReplyContent", "")),
+    phone = str(item.get("PhoneNumber", ""))
+    return Reply(phone=mainland_mobile(phone) or phone.removeprefix("+86"), text=str(item.get("ReplyContent", "")),
                  at=_at(item.get("ReplyTime")))
 
 

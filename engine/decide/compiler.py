@@ -38,7 +38,7 @@ from sqlalchemy import (
 from engine.clock import day_start, local_date, utc
 from engine.grammar import audience as a
 from engine.grammar.playbook import Playbook
-from engine.store.reachability import reachable
+from engine.store.reachability import reach_columns, reachable
 from engine.store.schema import (
     REACHING_STATES,
     coupons,
@@ -582,7 +582,7 @@ def compile_audience(playbook: Playbook, frame: Frame, *, event_window: timedelt
                           stats.c.order_count, stats.c.total_fen, stats.c.last_purchase_at,
                           stats.c.habitual_platform]
     channels = [step.channel for step in playbook.channels]
-    columns += [case((reachable(ch, m), 1), else_=0).label(f"reach_{ch}") for ch in channels]
+    columns += reach_columns(m, channels)
     columns.append(case((_cooldown(playbook, frame, m), 1), else_=0).label("in_cooldown"))
     fact_labels: dict[str, str] = {}
     for i, compiled_leaf in enumerate(compiler.leaves):

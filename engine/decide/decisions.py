@@ -25,6 +25,7 @@ from sqlalchemy import Connection
 
 from engine.decide.compiler import FEN_PER_YUAN, CompiledAudience, Frame, compile_audience
 from engine.decide.gate import Candidate, Choice, Gate
+from engine.grammar.addresses import reach_column
 from engine.grammar.playbook import Coupon, Offer, Playbook
 from engine.grammar.templates import render_value
 from engine.grammar.values import MEMBER_FIELDS
@@ -234,7 +235,7 @@ class Evaluation:
                                  self.frame.today)
             if offer is None:
                 return verdict("suppressed", "no_offer")
-        channels = tuple(ch for ch in compiled.channels if row[f"reach_{ch}"])
+        channels = tuple(ch for ch in compiled.channels if row[reach_column(ch)])
         if not channels:
             return verdict("suppressed", "unreachable", offer)
         if row["in_cooldown"] or member_id in self._touched:

@@ -19,6 +19,7 @@ from engine.decide.decisions import AudienceRow, Decision, member_context
 from engine.decide.preview import dry_run, playbook_zone
 from engine.errors import SiyuError, UsageError
 from engine.grammar import audience as a
+from engine.grammar.addresses import reach_column
 from engine.grammar.loader import load_file, load_playbooks
 from engine.grammar.playbook import Playbook
 from engine.store.schema import members
@@ -142,7 +143,7 @@ def explain(engine: Engine, playbook: Playbook, member_id: str, at: datetime, se
     matched = _tree(playbook.audience, truths, facts, frame, [0], 0, lines)
     if matched != bool(row["matched"]):
         raise AssertionError("explain disagrees with the compiled audience: please report this")
-    reach = {ch: bool(row[f"reach_{ch}"]) for ch in compiled.channels}
+    reach = {ch: bool(row[reach_column(ch)]) for ch in compiled.channels}
     return Explanation(playbook, member_id, frame.at, row["event_id"] if compiled.event_mode else None, matched,
                        lines, decision, member_context(row, frame.tz), reach)
 

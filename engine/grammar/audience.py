@@ -7,14 +7,13 @@ on an empty field is false. Days are local calendar days in the playbook's timez
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import TYPE_CHECKING, Annotated, Any, Generic, Literal, TypeAlias, TypeVar, Union
+from typing import TYPE_CHECKING, Annotated, Any, Generic, TypeAlias, TypeVar, Union
 
 from pydantic import Discriminator, Field, StrictBool, Tag, field_validator, model_validator
 
+from engine.grammar.addresses import ChannelName
 from engine.grammar.values import GrammarModel, Text
 
-CHANNEL_NAMES = ("sms", "ai_call", "wecom", "template")
-ChannelName = Literal["sms", "ai_call", "wecom", "template"]
 Days = Annotated[int, Field(ge=0, strict=True)]
 
 

@@ -15,7 +15,8 @@ from pydantic import Field, StrictStr, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from engine.clock import parse_duration, zone
-from engine.grammar.audience import CHANNEL_NAMES, ChannelName, Group, leaf_paths
+from engine.grammar.addresses import CHANNEL_NAMES, ChannelName
+from engine.grammar.audience import Group, leaf_paths
 from engine.grammar.cron import Cron
 from engine.grammar.policies import Duration, FrequencyRule, QuietWindow
 from engine.grammar.values import GrammarModel, Text

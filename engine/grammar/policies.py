@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 from pydantic import BeforeValidator, Field, field_validator
 
 from engine.clock import parse_duration
-from engine.grammar.audience import CHANNEL_NAMES
+from engine.grammar.addresses import CHANNEL_NAMES
 from engine.grammar.values import GrammarModel
 
 

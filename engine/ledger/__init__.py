@@ -44,9 +44,8 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import RowMapping
 
-from engine.grammar.audience import CHANNEL_NAMES
 from engine.grammar.policies import MemberHistory
-from engine.store.reachability import reachable
+from engine.store.reachability import reach_columns
 from engine.store.schema import (
     CLAIMABLE_STATES,
     REACHING_STATES,
@@ -424,7 +423,7 @@ def contacts(conn: Connection, member_ids: Sequence[str]) -> dict[str, RowMappin
         columns: list[Any] = [members.c.member_id, members.c.phone, members.c.wecom_external_userid,
                    members.c.wecom_staff_userid, members.c.oa_openid, members.c.oa_subscribed,
                    members.c.sms_opt_out, members.c.call_opt_out]
-        columns += [case((reachable(ch, members), 1), else_=0).label(f"reach_{ch}") for ch in CHANNEL_NAMES]
+        columns += reach_columns(members)
         for row in conn.execute(select(*columns).where(one_of(conn, members.c.member_id, chunk))).mappings():
             out[row["member_id"]] = row
     return out

@@ -47,28 +47,14 @@ from engine import ledger
 from engine.clock import day_start, local_date
 from engine.clock import now as clock_now
 from engine.config import DispatchSettings
+from engine.grammar.addresses import reach_column
 from engine.grammar.playbook import Playbook
 from engine.grammar.policies import MemberHistory, PolicySettings, QuietWindow, frequency_allows, next_allowed
 from engine.ledger import TouchState
 from engine.logs import log
 from engine.run.ratelimit import ChannelLimits
+from engine.run.touches import touch_of
 from engine.store.connect import write_transaction
-
-ADDRESS_FIELDS: dict[str, tuple[str, ...]] = {
-    "sms": ("phone",),
-    "ai_call": ("phone",),
-    "wecom": ("wecom_external_userid", "wecom_staff_userid"),
-    "template": ("oa_openid",),
-}
-
-
-def touch_of(row: RowMapping, contact: Mapping[Any, Any] | None) -> Touch:
-    channel = row["channel"]
-    address = {k: (contact or {}).get(k) for k in ADDRESS_FIELDS.get(channel, ())}
-    return Touch(touch_id=row["touch_id"], playbook=row["playbook"], member_id=row["member_id"], channel=channel,
-                 occurrence=row["occurrence"], message=row["message"] or {}, address=address, offer=row["offer"],
-                 vendor_id=row.get("vendor_id"), claimed_at=row.get("claimed_at") or row.get("sent_at"),
-                 provider=row.get("provider"))
 
 
 class _ClaimCaps:
@@ -257,7 +243,7 @@ class Dispatcher:
             for row in rows:
                 contact = contacts.get(row["member_id"])
                 stop = blocked.get(row["member_id"], set())
-                if contact is None or not contact[f"reach_{name}"] or name in stop or "all" in stop:
+                if contact is None or not contact[reach_column(name)] or name in stop or "all" in stop:
                     ledger.settle(conn, row["touch_id"], TouchState.suppressed, reason="opted_out")
                     self._log("touch.suppressed", row, TouchState.suppressed, reason="opted_out")
                     continue

@@ -22,6 +22,7 @@ from channels.base import Inbound, Receipt, ReceiptSource, Reply
 from engine import ledger
 from engine.clock import now as clock_now
 from engine.logs import log, mask_phone
+from engine.run.touches import touch_of
 from engine.store.connect import write_transaction
 from engine.store.schema import touches
 
@@ -80,8 +81,6 @@ class ReceiptBook:
 
 def _awaiting(engine: Engine, channel: str, since: datetime) -> list[Any]:
     """Sent touches of `channel` still waiting for a receipt, with their addresses."""
-    from engine.run.dispatch import touch_of
-
     with engine.connect() as conn:
         rows = ledger.awaiting_receipts(conn, channel, since)
         contacts = ledger.contacts(conn, [r["member_id"] for r in rows])

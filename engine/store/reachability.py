@@ -1,48 +1,23 @@
-"""Who can be reached on which channel: defined once, used by the compiler and the dispatcher.
-
-- `sms`, `ai_call`: a phone, and no opt-out of that channel;
-- `wecom`: an external user id and the staff member who owns the friendship;
-- `template`: an official-account openid that is subscribed.
-"""
+"""Reachability as SQL: the grammar's per-channel rule (`engine.grammar.addresses.REACH`) rendered
+on a `members` table or alias, for the compiler's audiences and the ledger's contact reads."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Iterable
 
-from sqlalchemy import ColumnElement, FromClause, and_, false, true
+from sqlalchemy import ColumnElement, FromClause, Label, and_, case, false, true
 
-from engine.grammar.audience import CHANNEL_NAMES
-
-
-def _present(column: ColumnElement[str]) -> ColumnElement[bool]:
-    return and_(column.is_not(None), column != "")
-
-
-def _sms(m: FromClause) -> ColumnElement[bool]:
-    return and_(_present(m.c.phone), m.c.sms_opt_out.is_(false()))
-
-
-def _ai_call(m: FromClause) -> ColumnElement[bool]:
-    return and_(_present(m.c.phone), m.c.call_opt_out.is_(false()))
-
-
-def _wecom(m: FromClause) -> ColumnElement[bool]:
-    return and_(_present(m.c.wecom_external_userid), _present(m.c.wecom_staff_userid))
-
-
-def _template(m: FromClause) -> ColumnElement[bool]:
-    return and_(_present(m.c.oa_openid), m.c.oa_subscribed.is_(true()))
-
-
-REACHABLE: dict[str, Callable[[FromClause], ColumnElement[bool]]] = {
-    "sms": _sms,
-    "ai_call": _ai_call,
-    "wecom": _wecom,
-    "template": _template,
-}
-assert tuple(REACHABLE) == CHANNEL_NAMES
+from engine.grammar.addresses import CHANNEL_NAMES, REACH, reach_column
 
 
 def reachable(channel: str, members: FromClause) -> ColumnElement[bool]:
     """SQL: the member row in `members` can be reached on `channel`."""
-    return REACHABLE[channel](members)
+    rule = REACH[channel]
+    present = [and_(members.c[name].is_not(None), members.c[name] != "") for name in rule.address]
+    flags = [members.c[name].is_(true() if value else false()) for name, value in rule.flags.items()]
+    return and_(*present, *flags)
+
+
+def reach_columns(members: FromClause, channels: Iterable[str] = CHANNEL_NAMES) -> list[Label[int]]:
+    """Per channel a column named `reach_column(channel)`: 1 if the member is reachable on it, else 0."""
+    return [case((reachable(ch, members), 1), else_=0).label(reach_column(ch)) for ch in channels]
