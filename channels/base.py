@@ -1,7 +1,7 @@
 """The one interface every channel adapter implements, and the values that cross it.
 
 An adapter turns a batch of `Touch`es into one `Outcome` per touch. Reachability is
-decided by the engine (engine/store/reachability.py), never re-decided here. Adapters are
+decided by the engine (engine/grammar/addresses.py), never re-decided here. Adapters are
 registered by name in `channels.ADAPTERS` and configured from the config file.
 """
 
@@ -110,11 +110,44 @@ class Inbound:
     replies: list[Reply] = field(default_factory=list)
 
 
+@runtime_checkable
+class TokenStore(Protocol):
+    """**Protocol:** where vendor access tokens are kept for every worker and replica (the engine's ledger).
+
+    A token is stored under a key per vendor credential (`wecom:<corp id>`). At most one owner
+    holds the claim to refresh a key at a time, so the vendor is asked once. Each method is
+    one committed transaction and blocks: adapters call it in a thread, off the event loop.
+    """
+
+    def read_token(self, key: str) -> tuple[str, datetime] | None:
+        """The token stored under `key` and when it expires (aware), or None while none is stored."""
+        ...
+
+    def claim_refresh(self, key: str, owner: str, now: datetime, hold: timedelta) -> bool:
+        """Make `owner` the one refresher of `key` until `now + hold`; False while another owner's claim
+        has not run out (it is refreshing: wait for its token rather than ask the vendor too)."""
+        ...
+
+    def store_token(self, key: str, token: str, expires_at: datetime, now: datetime) -> None:
+        """Store `key`'s new `token`, valid until `expires_at`, and end any claim on it."""
+        ...
+
+    def release_refresh(self, key: str, owner: str) -> None:
+        """End `owner`'s claim on `key` without storing a token (its refresh failed); a no-op if
+        the claim is no longer `owner`'s."""
+        ...
+
+    def invalidate_token(self, key: str, bad: str) -> bool:
+        """Forget `key`'s token only if it is still `bad` (the vendor said it expired), so no owner ever
+        discards another's fresh token; True if it was forgotten."""
+        ...
+
+
 @dataclass(frozen=True)
 class ChannelContext:
-    """What the engine lends an adapter: the store (shared token cache) and the clock."""
+    """What the engine lends an adapter: the shared token store and the clock."""
 
-    store: Any = None  #: a SQLAlchemy Engine (None for adapters that need no shared state)
+    store: TokenStore | None = None  #: None: tokens are kept in this process only
     clock: Callable[[], datetime] | None = None
 
 

@@ -1,4 +1,5 @@
-"""Access tokens of WeCom and WeChat, cached in the store and shared by every worker and replica.
+"""Access tokens of WeCom and WeChat, cached in the engine's token store (`channels.base.TokenStore`) and
+shared by every worker and replica.
 
 A token is used until `margin` before it expires. One replica refreshes at a time (a
 short-lived claim on the token row); the others wait for the new token rather than ask
@@ -15,11 +16,9 @@ import asyncio
 import secrets
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
-from typing import Any
 
-from engine import ledger
+from channels.base import TokenStore
 from engine.clock import now as clock_now
-from engine.store.connect import write_transaction
 
 Fetch = Callable[[], Awaitable[tuple[str, int]]]
 """Asks the vendor for a new token: (token, seconds it lives)."""
@@ -28,7 +27,8 @@ Fetch = Callable[[], Awaitable[tuple[str, int]]]
 class TokenCache:
     """One vendor credential's token, shared through the store (or this process without one)."""
 
-    def __init__(self, store: Any, key: str, fetch: Fetch, *, clock: Callable[[], datetime] | None = None,
+    def __init__(self, store: TokenStore | None, key: str, fetch: Fetch, *,
+                 clock: Callable[[], datetime] | None = None,
                  margin: timedelta = timedelta(minutes=5), hold: timedelta = timedelta(seconds=30),
                  reread: timedelta = timedelta(seconds=30)) -> None:
         self.store = store
@@ -66,58 +66,39 @@ class TokenCache:
         now = self.clock()
         if self._memory and self._fresh(*self._memory) and now < self._read_at + self.reread:
             return self._memory[0]  # read from the store less than `reread` ago
-        stored = await self._stored(now)
+        store = self.store
+        stored = await self._stored(store, now)
         if stored is not None:
             return stored
-        if not await asyncio.to_thread(self._claim):
+        if not await asyncio.to_thread(store.claim_refresh, self.key, self.owner, self.clock(), self.hold):
             return None
-        stored = await self._stored(now)  # another replica may have stored one since our read
+        stored = await self._stored(store, now)  # another replica may have stored one since our read
         if stored is not None:
-            await asyncio.to_thread(self._release)
+            await asyncio.to_thread(store.release_refresh, self.key, self.owner)
             return stored
         try:
             token, ttl = await self.fetch()
         except BaseException:
-            await asyncio.to_thread(self._release)
+            await asyncio.to_thread(store.release_refresh, self.key, self.owner)
             raise
-        await asyncio.to_thread(self._store, token, ttl)
+        stored_at = self.clock()
+        await asyncio.to_thread(store.store_token, self.key, token, stored_at + timedelta(seconds=ttl), stored_at)
         self._memory, self._read_at = (token, self.clock() + timedelta(seconds=ttl)), self.clock()
         return token
 
-    async def _stored(self, now: datetime) -> str | None:
+    async def _stored(self, store: TokenStore, now: datetime) -> str | None:
         """The store's token if it is fresh (kept in memory as read at `now`), else None."""
-        row = await asyncio.to_thread(self._read)
-        if row is None or not self._fresh(row["token"], row["expires_at"]):
+        row = await asyncio.to_thread(store.read_token, self.key)
+        if row is None or not self._fresh(*row):
             self._memory = None
             return None
-        self._memory, self._read_at = (str(row["token"]), row["expires_at"]), now
-        return str(row["token"])
+        self._memory, self._read_at = row, now
+        return row[0]
 
     async def refresh_after(self, bad: str) -> str:
         """The vendor said `bad` expired: forget it (if still stored) and get a new one, once."""
         if self._memory and self._memory[0] == bad:
             self._memory = None
         if self.store is not None:
-            await asyncio.to_thread(self._invalidate, bad)
+            await asyncio.to_thread(self.store.invalidate_token, self.key, bad)
         return await self.get()
-
-    def _read(self) -> Any:
-        with self.store.connect() as conn:
-            return ledger.token_row(conn, self.key)
-
-    def _claim(self) -> bool:
-        with write_transaction(self.store) as conn:
-            return ledger.claim_token_refresh(conn, self.key, self.owner, self.clock(), self.hold)
-
-    def _release(self) -> None:
-        with write_transaction(self.store) as conn:
-            ledger.release_token_refresh(conn, self.key, self.owner)
-
-    def _store(self, token: str, ttl: int) -> None:
-        now = self.clock()
-        with write_transaction(self.store) as conn:
-            ledger.store_token(conn, self.key, token, now + timedelta(seconds=ttl), now)
-
-    def _invalidate(self, bad: str) -> None:
-        with write_transaction(self.store) as conn:
-            ledger.invalidate_token(conn, self.key, bad)

@@ -24,6 +24,7 @@ from engine.config import Settings, load_config
 from engine.errors import ConfigError, Problem
 from engine.grammar.loader import LoadedPlaybook, load_playbooks
 from engine.grammar.playbook import Playbook
+from engine.ledger.token_store import LedgerTokenStore
 from engine.run.dispatch import Dispatcher
 from engine.run.occurrences import Evaluator
 from engine.store.connect import open_engine, upgrade
@@ -69,7 +70,7 @@ class Service:
         engine = open_engine(settings.database.url)
         if migrate:
             upgrade(engine)
-        context = ChannelContext(store=engine, clock=clock_now)
+        context = ChannelContext(store=LedgerTokenStore(engine), clock=clock_now)
         channels: dict[str, Channel] = {str(name): build_channel(name, cfg, context)
                                         for name, cfg in settings.channels.items()}
         return cls(settings, config_path, engine, loaded, channels, owner_id())

@@ -21,6 +21,7 @@ from channels.fakes.server import FakeServer, free_port
 from channels.fakes.tencent_sms import FakeTencentSms
 from channels.fallback import FallbackChannel
 from engine.config import Settings
+from engine.ledger.token_store import LedgerTokenStore
 from engine.run.receipts import pull_all
 from engine.run.service import Service
 from engine.store.connect import open_engine
@@ -236,8 +237,8 @@ def test_tick__out_of_balance_primary_sends_through_tencent_and_receipts_come_fr
         for sent in tencent.sends:
             sent.report_status, sent.description = "SUCCESS", "用户接收成功"
         pulled_at = AT + timedelta(minutes=5)  # the pull's look-back window is the vendor's, from this clock
-        channels = {"sms": build_channel("sms", service.settings.channels["sms"],
-                                         ChannelContext(store=service.engine, clock=lambda: pulled_at))}
+        context = ChannelContext(store=LedgerTokenStore(service.engine), clock=lambda: pulled_at)
+        channels = {"sms": build_channel("sms", service.settings.channels["sms"], context)}
         asyncio.run(pull_all(service.engine, channels, pulled_at))
         with service.engine.connect() as conn:
             delivered = {r.member_id: r.delivery for r in conn.execute(select(touches.c.member_id,

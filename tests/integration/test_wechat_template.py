@@ -22,6 +22,7 @@ from channels.wechat.template import (
     check_signature,
     parse_event,
 )
+from engine.ledger.token_store import LedgerTokenStore
 from engine.store.connect import open_engine
 
 OPENID = "oFOLLOWER_0123456789abcdef"
@@ -62,7 +63,8 @@ def channel(fake: WechatFake, *, store: Any = None, clock: Clock | None = None, 
     settings = WechatTemplateSettings.model_validate(
         {"adapter": "wechat_template", "app_id": fake.app_id, "app_secret": fake.app_secret,
          "base_url": fake.url, "timeout": 2.0, "token": fake.push_token, **extra})
-    return WechatTemplateChannel("template", settings, ChannelContext(store=store, clock=clock))
+    tokens = None if store is None else LedgerTokenStore(store)
+    return WechatTemplateChannel("template", settings, ChannelContext(store=tokens, clock=clock))
 
 
 def touch(n: int = 1, openid: str = OPENID, **data: str) -> Touch:

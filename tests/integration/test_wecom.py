@@ -17,6 +17,7 @@ from channels.fakes.wecom import WecomFake
 from channels.wechat.wecom import _CODES, WecomChannel, WecomSettings
 from engine.config import DispatchSettings
 from engine.grammar.policies import PolicySettings
+from engine.ledger.token_store import LedgerTokenStore
 from engine.run.dispatch import Dispatcher
 from engine.store.connect import open_engine
 
@@ -56,7 +57,8 @@ def channel(fake: WecomFake, store: Any = None, **overrides: Any) -> WecomChanne
     values: dict[str, Any] = {"adapter": "wecom", "corp_id": fake.corp_id, "secret": fake.secret,
                               "base_url": fake.url, "timeout": 2.0}  # type: ignore[attr-defined]
     values.update(overrides)
-    return WecomChannel("wecom", WecomSettings(**values), ChannelContext(store=store))
+    tokens = None if store is None else LedgerTokenStore(store)
+    return WecomChannel("wecom", WecomSettings(**values), ChannelContext(store=tokens))
 
 
 def touch(n: int, text: str = "春季会员日，全场 8 折", staff: str = "guide_li", external: str | None = None,
