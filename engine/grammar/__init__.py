@@ -1,1 +1,2 @@
-"""The playbook grammar: value types, YAML with positions, audience and playbook models, cron, templates, the loader."""
+"""The playbook grammar: value types, the channel vocabulary (addresses), YAML with positions, audience and
+playbook models, cron, templates, the loader."""
