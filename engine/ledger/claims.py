@@ -70,14 +70,9 @@ def claim_batch(conn: Connection, channel: str, now: datetime, limit: int, lease
                 .mappings())
 
 
-def due_count(conn: Connection, now: datetime, channels: Sequence[str] | None = None) -> int:
-    """Rows that could be claimed now."""
-    due = or_(touches.c.state == TouchState.queued,
-              and_(touches.c.state == TouchState.deferred, touches.c.not_before <= now))
-    conditions = [due]
-    if channels is not None:
-        conditions.append(touches.c.channel.in_(list(channels)))
-    return int(conn.execute(select(func.count()).select_from(touches).where(*conditions)).scalar_one())
+def due_count(conn: Connection, channel: str, now: datetime) -> int:
+    """Rows of `channel` a claim would take now (the same condition as the claim's)."""
+    return int(conn.execute(select(func.count()).select_from(touches).where(_due(channel, now))).scalar_one())
 
 
 def settle(conn: Connection, touch_id: str, state: TouchState, *, owner: str | None = None,
@@ -155,11 +150,6 @@ def expired_leases(conn: Connection, now: datetime, limit: int) -> list[RowMappi
     return list(conn.execute(
         select(touches).where(touches.c.state == TouchState.sending, touches.c.lease_until < now)
         .order_by(touches.c.lease_until).limit(limit).with_for_update(skip_locked=True)).mappings())
-
-
-def live_leases(conn: Connection, now: datetime) -> int:
-    return int(conn.execute(select(func.count()).select_from(touches).where(
-        touches.c.state == TouchState.sending, touches.c.lease_until >= now)).scalar_one())
 
 
 def expire_deferred(conn: Connection, now: datetime) -> int:
