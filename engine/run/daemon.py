@@ -246,7 +246,7 @@ class Daemon:
             old, replaced = self.service, self.dispatcher
             self.service = fresh
             self.dispatcher = fresh.dispatcher(self.clock) if self._channels_changed(old, fresh) else self.dispatcher
-            self.dispatcher.playbooks = {p.id: p for p in fresh.playbooks}
+            self.dispatcher.contact = fresh.contact  # the next claim checks the new policies
             self._schedule()
         if replaced is not self.dispatcher:
             # its sends in flight keep their connections until they end; closed again at shutdown,

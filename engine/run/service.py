@@ -1,7 +1,8 @@
 """Wiring for `tick` and `run`: the config, the playbooks and the channels, checked together once.
 
 Every channel a playbook names must be configured; the adapters are built from their
-settings; the owner id names this process in leases and runs.
+settings; each playbook's contact policy is built once (the gate, the dispatcher and the
+claim check all read it); the owner id names this process in leases and runs.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from channels.base import Channel, ChannelContext
 from engine.clock import now as clock_now
 from engine.clock import zone
 from engine.config import Settings, load_config
+from engine.decide.contact_policy import ContactPolicies
 from engine.errors import ConfigError, Problem
 from engine.grammar.loader import LoadedPlaybook, load_playbooks
 from engine.grammar.playbook import Playbook
@@ -59,6 +61,7 @@ class Service:
     engine: Engine
     loaded: list[LoadedPlaybook]
     channels: dict[str, Channel]
+    contact: ContactPolicies  #: each playbook's contact policy, built once for this playbook set
     owner: str
 
     @classmethod
@@ -72,17 +75,18 @@ class Service:
         context = ChannelContext(store=engine, clock=clock_now)
         channels: dict[str, Channel] = {str(name): build_channel(name, cfg, context)
                                         for name, cfg in settings.channels.items()}
-        return cls(settings, config_path, engine, loaded, channels, owner_id())
+        contact = ContactPolicies.of((item.playbook for item in loaded), settings.policies, settings.costs,
+                                     settings.vendor_quiet_hours)
+        return cls(settings, config_path, engine, loaded, channels, contact, owner_id())
 
     @property
     def playbooks(self) -> list[Playbook]:
         return [item.playbook for item in self.loaded]
 
     def evaluator(self, clock: Callable[[], datetime] = clock_now) -> Evaluator:
-        return Evaluator(self.engine, self.settings, self.playbooks, self.owner, clock)
+        return Evaluator(self.engine, self.settings, self.playbooks, self.contact, self.owner, clock)
 
     def dispatcher(self, clock: Callable[[], datetime] = clock_now) -> Dispatcher:
         channel_settings = {str(name): cfg for name, cfg in self.settings.channels.items()}
-        return Dispatcher(self.engine, self.settings.dispatch, self.channels, channel_settings,
-                          self.settings.policies, {p.id: p for p in self.playbooks}, zone(self.settings.timezone),
-                          self.owner, clock)
+        return Dispatcher(self.engine, self.settings.dispatch, self.channels, channel_settings, self.contact,
+                          zone(self.settings.timezone), self.owner, clock)
