@@ -1,16 +1,23 @@
-"""Wiring for `tick` and `run`: the config, the playbooks and the channels, checked together once.
+"""What `tick` and `run` share: one load of the config, the playbooks and the channels, and the steps of a round.
 
 Every channel a playbook names must be configured; the adapters are built from their
 settings; each playbook's contact policy is built once (the gate, the dispatcher and the
 claim check all read it); the owner id names this process in leases and runs.
+
+A round is three steps: decide what is due into the ledger, dispatch it, pull receipts.
+`siyu tick` runs them once, in order (`Service.tick`); the daemon runs each on its own
+schedule (engine.run.daemon), calling the same `decide` and `pull_receipts`, and a
+long-lived dispatcher.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import secrets
 import socket
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -28,6 +35,7 @@ from engine.grammar.loader import LoadedPlaybook, load_playbooks
 from engine.grammar.playbook import Playbook
 from engine.run.dispatch import Dispatcher
 from engine.run.occurrences import Evaluator
+from engine.run.receipts import pull_all
 from engine.store.connect import open_engine, upgrade
 
 
@@ -52,6 +60,15 @@ def check_channels(loaded: list[LoadedPlaybook], settings: Settings, config_file
         raise ConfigError(problems)
 
 
+@dataclass(frozen=True)
+class Round:
+    """What one round did: decisions by `decision[/reason]`, dispatch outcomes, receipts pulled."""
+
+    decided: Counter[str]
+    dispatched: Counter[str]
+    receipts: Mapping[str, int]
+
+
 @dataclass
 class Service:
     """Everything `tick` and `run` need, built and validated from one config file."""
@@ -67,6 +84,11 @@ class Service:
     @classmethod
     def load(cls, config_path: Path, migrate: bool = True) -> Service:
         settings, _ = load_config(config_path)
+        return cls.from_settings(settings, config_path, migrate)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, config_path: Path, migrate: bool = True) -> Service:
+        """The service for `settings`, already read from `config_path` (the playbooks are read here)."""
         loaded = load_playbooks([Path(settings.playbooks)])
         check_channels(loaded, settings, str(config_path))
         engine = open_engine(settings.database.url)
@@ -90,3 +112,24 @@ class Service:
         channel_settings = {str(name): cfg for name, cfg in self.settings.channels.items()}
         return Dispatcher(self.engine, self.settings.dispatch, self.channels, channel_settings, self.contact,
                           zone(self.settings.timezone), self.owner, clock)
+
+    # -- a round's steps ----------------------------------------------------------------------------
+    def decide(self, at: datetime, events_since: datetime | None = None,
+               clock: Callable[[], datetime] = clock_now) -> Counter[str]:
+        """Step 1: decide into the ledger what is due as of `at` (engine.run.occurrences.Evaluator.round):
+        events from `events_since` on, or by default from the events watermark (the daemon's way:
+        a daemon that was down picks up where it left)."""
+        evaluator = self.evaluator(clock)
+        return evaluator.round(at, evaluator.events_since(at) if events_since is None else events_since)
+
+    async def pull_receipts(self, at: datetime) -> dict[str, int]:
+        """Step 3: the receipts and replies the vendors' pull APIs hold for recent touches."""
+        return await pull_all(self.engine, self.channels, at, unsubscribe=self.settings.sms_unsubscribe)
+
+    async def tick(self, at: datetime) -> Round:
+        """One round as of `at`, with the clock stopped there: decide what is due in
+        (at − misfire_grace, at], send everything due, then pull receipts."""
+        decided = await asyncio.to_thread(self.decide, at, at - self.settings.misfire_grace_td, lambda: at)
+        dispatched = await self.dispatcher(clock=lambda: at).drain()
+        receipts = await self.pull_receipts(at)
+        return Round(decided, dispatched, receipts)
