@@ -332,7 +332,7 @@ async def drain(dispatcher: Dispatcher, channel: str, progress: Progress, task: 
 
     def due() -> int:
         with dispatcher.engine.connect() as conn:
-            return ledger.due_count(conn, clock_now(), [channel])
+            return ledger.due_count(conn, channel, clock_now())
 
     async with showing(progress, task, settled):
         while True:

@@ -192,15 +192,14 @@ def cmd_tick(args: argparse.Namespace) -> int:
     settings, _ = load_config(Path(args.config))
     configure(settings.log.format if not args.quiet else "json", "warning" if args.quiet else settings.log.level)
     at = parse_at(args.at, zone(settings.timezone)) if args.at else now()
-    service = Service.load(Path(args.config))
-    decided = service.evaluator(clock=lambda: at).tick(at)
-    sent = asyncio.run(service.dispatcher(clock=lambda: at).drain())
-    from engine.run.receipts import pull_all
-
-    sent.update({f"receipt {k}": v for k, v in asyncio.run(pull_all(service.engine, service.channels, at)).items()
-                 if v})
-    summary = {**{f"decided {k}": v for k, v in sorted(decided.items())},
-               **{f"dispatched {k}": v for k, v in sorted(sent.items())}}
+    service = Service.from_settings(settings, Path(args.config))
+    try:
+        done = asyncio.run(service.tick(at))
+    finally:
+        service.engine.dispose()
+    dispatched = {**done.dispatched, **{f"receipt {k}": v for k, v in done.receipts.items() if v}}
+    summary = {**{f"decided {k}": v for k, v in sorted(done.decided.items())},
+               **{f"dispatched {k}": v for k, v in sorted(dispatched.items())}}
     width = max((len(k) for k in summary), default=0)
     print(f"siyu tick as of {at.isoformat()}")
     for key, value in summary.items():

@@ -12,10 +12,9 @@ queries per member.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from decimal import Decimal
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
@@ -23,17 +22,8 @@ from sqlalchemy import Connection
 
 from engine import ledger
 from engine.clock import day_start, local_date
-from engine.grammar.playbook import Playbook
-from engine.grammar.policies import (
-    FrequencyRule,
-    MemberHistory,
-    PolicySettings,
-    QuietWindow,
-    frequency_allows,
-    next_allowed,
-)
-
-E4_PER_YUAN = 10_000
+from engine.decide.contact_policy import ContactPolicy
+from engine.grammar.policies import MemberHistory
 
 
 @dataclass(frozen=True)
@@ -61,42 +51,9 @@ class Gate(Protocol):
     def choose(self, candidate: Candidate) -> Choice: ...
 
 
-@dataclass(frozen=True)
-class EffectivePolicies:
-    """The config's policies tightened by one playbook's limits."""
-
-    frequency: tuple[FrequencyRule, ...]
-    quiet_hours: Mapping[str, tuple[QuietWindow, ...]]
-    channel_budgets_e4: Mapping[str, int]
-    playbook_budget_e4: int | None
-    costs_e4: Mapping[str, int]
-    expire_after: timedelta | None
-
-    @classmethod
-    def of(cls, playbook: Playbook, policies: PolicySettings, costs: Mapping[str, Decimal],
-           vendor_quiet_hours: Mapping[str, QuietWindow] | None = None) -> EffectivePolicies:
-        quiet: dict[str, list[QuietWindow]] = {}
-        for source in (policies.quiet_hours, playbook.limits.quiet_hours, vendor_quiet_hours or {}):
-            for channel, window in source.items():
-                quiet.setdefault(channel, []).append(window)
-        budget = playbook.limits.budget_daily
-        return cls(
-            frequency=(*policies.frequency, *playbook.limits.frequency),
-            quiet_hours={ch: tuple(ws) for ch, ws in quiet.items()},
-            channel_budgets_e4={ch: int(b.daily * E4_PER_YUAN) for ch, b in policies.budgets.items()},
-            playbook_budget_e4=None if budget is None else int(budget * E4_PER_YUAN),
-            costs_e4={ch: int(cost * E4_PER_YUAN) for ch, cost in costs.items()},
-            expire_after=playbook.limits.expire_after,
-        )
-
-    @property
-    def longest_cap_days(self) -> int:
-        return max((rule.per_days for rule in self.frequency), default=1)
-
-
 @dataclass
 class LedgerGate:
-    """Applies `policies` as of `now`, counting days in `tz` (the config timezone).
+    """Applies one playbook's contact policy as of `now`, counting days in `tz` (the config timezone).
 
     With `lock=True` (tick, daemon) it locks the batch's members and the budgets first, and
     accounts each touch it allows so later candidates in the same transaction see it. A
@@ -105,7 +62,7 @@ class LedgerGate:
 
     conn: Connection
     playbook: str
-    policies: EffectivePolicies
+    policies: ContactPolicy
     now: datetime
     tz: ZoneInfo
     lock: bool = False
@@ -146,10 +103,10 @@ class LedgerGate:
         """When a touch on `channel` decided `now` may go out (None: at once), its local day, and
         whether the caps allow it to a member with no touch yet (most members: worked out once)."""
         if channel not in self._when:
-            not_before = next_allowed(self.now, self.policies.quiet_hours.get(channel, ()), self.tz)
+            not_before = self.policies.send_after(channel, self.now, self.tz)
             day = local_date(not_before or self.now, self.tz)
             self._when[channel] = (not_before, day,
-                                   frequency_allows(self.policies.frequency, MemberHistory({}), channel, day))
+                                   self.policies.caps_allow(MemberHistory({}), channel, day))
         return self._when[channel]
 
     def choose(self, candidate: Candidate) -> Choice:
@@ -161,7 +118,7 @@ class LedgerGate:
         first_refusal: str | None = None
         for channel in channels:
             not_before, day, allowed_to_untouched = self._send_time(channel)
-            allowed = frequency_allows(self.policies.frequency, history, channel, day) if history.counts \
+            allowed = self.policies.caps_allow(history, channel, day) if history.counts \
                 else allowed_to_untouched
             if not allowed:
                 first_refusal = first_refusal or "frequency_cap"

@@ -25,8 +25,9 @@ from sqlalchemy import Engine
 
 from engine.clock import zone
 from engine.decide.compiler import Frame
+from engine.decide.contact_policy import ContactPolicy
 from engine.decide.decisions import Decision, Evaluation
-from engine.decide.gate import EffectivePolicies, LedgerGate
+from engine.decide.gate import LedgerGate
 from engine.grammar.playbook import Playbook
 from engine.grammar.policies import PolicySettings, QuietWindow
 
@@ -55,9 +56,8 @@ def dry_run(engine: Engine, playbooks: Iterable[Playbook], at: datetime, *, defa
             frame = Frame(at, playbook_zone(playbook, default_timezone), engine.dialect.name)
             evaluation = Evaluation(playbook, frame, links,
                                     event_window if playbook.is_event_triggered else None)
-            gate = LedgerGate(ledger_conn, playbook.id, EffectivePolicies.of(playbook, policies, costs or {},
-                                                                            vendor_quiet_hours),
-                              now=at, tz=zone(default_timezone))
+            policy = ContactPolicy.of(playbook, policies, costs or {}, vendor_quiet_hours)
+            gate = LedgerGate(ledger_conn, playbook.id, policy, now=at, tz=zone(default_timezone))
             yield from evaluation.decisions(conn, gate)
 
 

@@ -183,10 +183,7 @@ class Daemon:
         await serving
 
     async def _pull_receipts(self) -> None:
-        from engine.run.receipts import pull_all
-
-        counts = await pull_all(self.service.engine, self.service.channels, self.clock(),
-                                unsubscribe=self.service.settings.sms_unsubscribe)
+        counts = await self.service.pull_receipts(self.clock())
         if any(counts.values()):
             log.info("receipts.pulled", **counts)
 
@@ -211,10 +208,7 @@ class Daemon:
         """Decide everything due now, in priority order: occurrences in (now − misfire_grace, now]
         that have not finished, and events past the watermark."""
         async with self.work_lock:
-            now = self.clock()
-            evaluator = self.service.evaluator(self.clock)
-            since = await asyncio.to_thread(evaluator.events_since, now)
-            await asyncio.to_thread(evaluator.round, now, since)
+            await asyncio.to_thread(self.service.decide, self.clock(), None, self.clock)
         self.notifier.status(self._status())
 
     async def _fire(self, playbook_id: str) -> None:
@@ -246,7 +240,7 @@ class Daemon:
             old, replaced = self.service, self.dispatcher
             self.service = fresh
             self.dispatcher = fresh.dispatcher(self.clock) if self._channels_changed(old, fresh) else self.dispatcher
-            self.dispatcher.playbooks = {p.id: p for p in fresh.playbooks}
+            self.dispatcher.contact = fresh.contact  # the next claim checks the new policies
             self._schedule()
         if replaced is not self.dispatcher:
             # its sends in flight keep their connections until they end; closed again at shutdown,

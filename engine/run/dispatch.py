@@ -1,7 +1,8 @@
 """Dispatch: claim → check → send → record, at most once per ledger row.
 
-1. claim: due rows become `sending` under a lease, and the opt-outs and quiet hours are
-   checked again right before sending, in one committed transaction;
+1. claim: due rows become `sending` under a lease, and the opt-outs, the caps and the quiet
+   hours are checked again right before sending (the playbook's ContactPolicy, through
+   engine.decide.contact_policy.ClaimCheck), in one committed transaction;
 2. send: the batch is cut into `send` calls of the channel's `batch_size` (touches one vendor
    request may carry put side by side first), within the channel's rate limit and concurrency;
    outcomes that surely were not accepted (`retry`) are retried with exponential backoff
@@ -19,12 +20,11 @@ import asyncio
 from collections import Counter, defaultdict
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import Engine
-from sqlalchemy.engine import RowMapping
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
@@ -44,51 +44,15 @@ from channels.base import (
     Touch,
 )
 from engine import ledger
-from engine.clock import day_start, local_date
 from engine.clock import now as clock_now
 from engine.config import DispatchSettings
+from engine.decide.contact_policy import ClaimCheck, ContactPolicies
 from engine.grammar.addresses import reach_column
-from engine.grammar.playbook import Playbook
-from engine.grammar.policies import MemberHistory, PolicySettings, QuietWindow, frequency_allows, next_allowed
 from engine.ledger import TouchState
 from engine.logs import log
 from engine.run.ratelimit import ChannelLimits
 from engine.run.touches import touch_of
 from engine.store.connect import write_transaction
-
-
-class _ClaimCaps:
-    """Caps checked again at claim time for touches that now reach the member on another local day
-    than the one they were decided for (deferred by quiet hours, or claimed late)."""
-
-    def __init__(self, conn: Any, dispatcher: Dispatcher, rows: Sequence[RowMapping]) -> None:
-        self.conn = conn
-        self.dispatcher = dispatcher
-        self.rows = rows
-        self.histories: dict[str, MemberHistory] | None = None
-
-    def allow(self, row: RowMapping, reach_at: datetime) -> bool:
-        tz = self.dispatcher.tz
-        old_day, new_day = local_date(row["touch_at"], tz), local_date(reach_at, tz)
-        if old_day == new_day:
-            return True
-        book = self.dispatcher.playbooks.get(row["playbook"])
-        rules = (*self.dispatcher.policies.frequency, *(book.limits.frequency if book is not None else ()))
-        if not rules:
-            return True
-        if self.histories is None:
-            ids = [r["member_id"] for r in self.rows]
-            ledger.lock_members(self.conn, ids)
-            longest = max(rule.per_days for rule in rules)
-            since = day_start(min(old_day, new_day) - timedelta(days=longest), tz)
-            self.histories = ledger.member_histories(self.conn, ids, since, tz)
-        history = self.histories.setdefault(row["member_id"], MemberHistory({}))
-        channel = row["channel"]
-        history.counts[(channel, old_day)] = history.counts.get((channel, old_day), 1) - 1  # it moves away
-        if not frequency_allows(rules, history, channel, new_day):
-            return False
-        history.add(channel, new_day)
-        return True
 
 
 def _grouped(channel: Channel, touches: list[Touch]) -> list[Touch]:
@@ -119,8 +83,7 @@ class Dispatcher:
     settings: DispatchSettings
     channels: Mapping[str, Channel]
     channel_settings: Mapping[str, ChannelSettings]
-    policies: PolicySettings
-    playbooks: Mapping[str, Playbook]
+    contact: ContactPolicies  #: checked again at claim time; a reload swaps it
     tz: ZoneInfo
     owner: str
     clock: Callable[[], datetime] = clock_now
@@ -212,16 +175,6 @@ class Dispatcher:
         self._probing.add(name)
         return 1
 
-    def _quiet_windows(self, channel: str, playbook: str) -> list[QuietWindow]:
-        windows = [self.policies.quiet_hours[channel]] if channel in self.policies.quiet_hours else []
-        vendor = self.channel_settings[channel].vendor_quiet_hours
-        if vendor is not None:
-            windows.append(vendor)
-        book = self.playbooks.get(playbook)
-        if book is not None and channel in book.limits.quiet_hours:
-            windows.append(book.limits.quiet_hours[channel])
-        return windows
-
     def _claim(self, name: str) -> list[Touch]:
         now = self.clock()
         with self.engine.connect() as conn:  # idle: one read, no write lock taken every second
@@ -238,7 +191,7 @@ class Dispatcher:
             contacts = ledger.contacts(conn, [r["member_id"] for r in rows])
             phones = {m: c["phone"] for m, c in contacts.items()}
             blocked = ledger.suppressed_channels(conn, [(r["member_id"], phones.get(r["member_id"])) for r in rows])
-            caps = _ClaimCaps(conn, self, rows)
+            check = ClaimCheck(conn, self.contact, rows, now, self.tz)
             ready: list[Touch] = []
             for row in rows:
                 contact = contacts.get(row["member_id"])
@@ -247,18 +200,15 @@ class Dispatcher:
                     ledger.settle(conn, row["touch_id"], TouchState.suppressed, reason="opted_out")
                     self._log("touch.suppressed", row, TouchState.suppressed, reason="opted_out")
                     continue
-                later = next_allowed(now, self._quiet_windows(name, row["playbook"]), self.tz)
-                if not caps.allow(row, later or now):
-                    ledger.settle(conn, row["touch_id"], TouchState.suppressed, reason="frequency_cap")
-                    self._log("touch.suppressed", row, TouchState.suppressed, reason="frequency_cap")
+                recheck = check.recheck(row)
+                if recheck.reason is not None:
+                    ledger.settle(conn, row["touch_id"], TouchState.suppressed, reason=recheck.reason)
+                    self._log("touch.suppressed", row, TouchState.suppressed, reason=recheck.reason)
                     continue
-                if later is not None:
-                    book = self.playbooks.get(row["playbook"])
-                    expire_after = book.limits.expire_after if book is not None else None
-                    expires_at = row["expires_at"] or (row["decided_at"] + expire_after if expire_after else None)
-                    ledger.release(conn, row["touch_id"], TouchState.deferred, not_before=later, touch_at=later,
-                                   expires_at=expires_at)
-                    self._log("touch.deferred", row, TouchState.deferred, not_before=later.isoformat())
+                if recheck.not_before is not None:
+                    ledger.release(conn, row["touch_id"], TouchState.deferred, not_before=recheck.not_before,
+                                   touch_at=recheck.not_before, expires_at=recheck.expires_at)
+                    self._log("touch.deferred", row, TouchState.deferred, not_before=recheck.not_before.isoformat())
                     continue
                 ready.append(touch_of(row, contact))
             return ready

@@ -27,8 +27,9 @@ from engine.clock import now as clock_now
 from engine.clock import zone
 from engine.config import Settings
 from engine.decide.compiler import Frame
+from engine.decide.contact_policy import ContactPolicies, ContactPolicy
 from engine.decide.decisions import Decision, Evaluation
-from engine.decide.gate import EffectivePolicies, LedgerGate
+from engine.decide.gate import LedgerGate
 from engine.decide.preview import evaluation_order, playbook_zone
 from engine.grammar.playbook import Playbook
 from engine.ledger import TouchState, touch_id_for
@@ -43,13 +44,12 @@ def occurrence_key(scheduled_for: datetime) -> str:
     return scheduled_for.astimezone(UTC).isoformat()
 
 
-def ledger_row(decision: Decision, playbook: Playbook, now: datetime) -> dict[str, Any]:
-    """The touches row for one decision."""
+def ledger_row(decision: Decision, playbook: Playbook, policy: ContactPolicy, now: datetime) -> dict[str, Any]:
+    """The touches row for one decision taken at `now` under `policy`."""
     if decision.decision == "send":
         state = TouchState.deferred if decision.not_before is not None else TouchState.queued
     else:
         state = TouchState(decision.decision)
-    expire_after = playbook.limits.expire_after
     touch_at = decision.not_before or now
     return {
         "touch_id": touch_id_for(playbook.id, decision.member_id, decision.occurrence),
@@ -58,7 +58,7 @@ def ledger_row(decision: Decision, playbook: Playbook, now: datetime) -> dict[st
         "priority": playbook.priority, "offer": decision.offer or decision.candidate_offer,
         "message": decision.message, "why": decision.why, "cost_e4": decision.cost_e4,
         "decided_at": now, "touch_at": touch_at, "not_before": decision.not_before,
-        "expires_at": (now + expire_after) if state == TouchState.deferred and expire_after else None,
+        "expires_at": policy.expires_at(now) if state == TouchState.deferred else None,
     }
 
 
@@ -69,6 +69,7 @@ class Evaluator:
     engine: Engine
     settings: Settings
     playbooks: Sequence[Playbook]
+    contact: ContactPolicies  #: the contact policy of each playbook
     owner: str
     clock: Callable[[], datetime] = clock_now
     counts: Counter[str] = field(default_factory=Counter)
@@ -162,16 +163,15 @@ class Evaluator:
         return floor if mark is None or mark > floor else mark
 
     def _decide(self, evaluation: Evaluation, playbook: Playbook, as_of: datetime) -> dict[str, int]:
-        policies = EffectivePolicies.of(playbook, self.settings.policies, self.settings.costs,
-                                        self.settings.vendor_quiet_hours)
+        policy = self.contact[playbook.id]
         counts: Counter[str] = Counter()
         config_tz = zone(self.settings.timezone)
         with self.engine.connect() as read:
             for batch in evaluation.batches(read, self.settings.dispatch.batch_size):
                 with write_transaction(self.engine) as conn:
-                    gate = LedgerGate(conn, playbook.id, policies, now=as_of, tz=config_tz, lock=True)
+                    gate = LedgerGate(conn, playbook.id, policy, now=as_of, tz=config_tz, lock=True)
                     decisions = evaluation.resolve(batch, gate)
-                    ledger.record(conn, [ledger_row(d, playbook, as_of) for d in decisions])
+                    ledger.record(conn, [ledger_row(d, playbook, policy, as_of) for d in decisions])
                 for d in decisions:
                     counts[d.decision if d.reason is None else f"{d.decision}/{d.reason}"] += 1
         self.counts.update(counts)

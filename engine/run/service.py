@@ -1,15 +1,23 @@
-"""Wiring for `tick` and `run`: the config, the playbooks and the channels, checked together once.
+"""What `tick` and `run` share: one load of the config, the playbooks and the channels, and the steps of a round.
 
 Every channel a playbook names must be configured; the adapters are built from their
-settings; the owner id names this process in leases and runs.
+settings; each playbook's contact policy is built once (the gate, the dispatcher and the
+claim check all read it); the owner id names this process in leases and runs.
+
+A round is three steps: decide what is due into the ledger, dispatch it, pull receipts.
+`siyu tick` runs them once, in order (`Service.tick`); the daemon runs each on its own
+schedule (engine.run.daemon), calling the same `decide` and `pull_receipts`, and a
+long-lived dispatcher.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import secrets
 import socket
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -21,12 +29,14 @@ from channels.base import Channel, ChannelContext
 from engine.clock import now as clock_now
 from engine.clock import zone
 from engine.config import Settings, load_config
+from engine.decide.contact_policy import ContactPolicies
 from engine.errors import ConfigError, Problem
 from engine.grammar.loader import LoadedPlaybook, load_playbooks
 from engine.grammar.playbook import Playbook
 from engine.ledger.token_store import LedgerTokenStore
 from engine.run.dispatch import Dispatcher
 from engine.run.occurrences import Evaluator
+from engine.run.receipts import pull_all
 from engine.store.connect import open_engine, upgrade
 
 
@@ -51,6 +61,15 @@ def check_channels(loaded: list[LoadedPlaybook], settings: Settings, config_file
         raise ConfigError(problems)
 
 
+@dataclass(frozen=True)
+class Round:
+    """What one round did: decisions by `decision[/reason]`, dispatch outcomes, receipts pulled."""
+
+    decided: Counter[str]
+    dispatched: Counter[str]
+    receipts: Mapping[str, int]
+
+
 @dataclass
 class Service:
     """Everything `tick` and `run` need, built and validated from one config file."""
@@ -60,11 +79,17 @@ class Service:
     engine: Engine
     loaded: list[LoadedPlaybook]
     channels: dict[str, Channel]
+    contact: ContactPolicies  #: each playbook's contact policy, built once for this playbook set
     owner: str
 
     @classmethod
     def load(cls, config_path: Path, migrate: bool = True) -> Service:
         settings, _ = load_config(config_path)
+        return cls.from_settings(settings, config_path, migrate)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, config_path: Path, migrate: bool = True) -> Service:
+        """The service for `settings`, already read from `config_path` (the playbooks are read here)."""
         loaded = load_playbooks([Path(settings.playbooks)])
         check_channels(loaded, settings, str(config_path))
         engine = open_engine(settings.database.url)
@@ -73,17 +98,39 @@ class Service:
         context = ChannelContext(store=LedgerTokenStore(engine), clock=clock_now)
         channels: dict[str, Channel] = {str(name): build_channel(name, cfg, context)
                                         for name, cfg in settings.channels.items()}
-        return cls(settings, config_path, engine, loaded, channels, owner_id())
+        contact = ContactPolicies.of((item.playbook for item in loaded), settings.policies, settings.costs,
+                                     settings.vendor_quiet_hours)
+        return cls(settings, config_path, engine, loaded, channels, contact, owner_id())
 
     @property
     def playbooks(self) -> list[Playbook]:
         return [item.playbook for item in self.loaded]
 
     def evaluator(self, clock: Callable[[], datetime] = clock_now) -> Evaluator:
-        return Evaluator(self.engine, self.settings, self.playbooks, self.owner, clock)
+        return Evaluator(self.engine, self.settings, self.playbooks, self.contact, self.owner, clock)
 
     def dispatcher(self, clock: Callable[[], datetime] = clock_now) -> Dispatcher:
         channel_settings = {str(name): cfg for name, cfg in self.settings.channels.items()}
-        return Dispatcher(self.engine, self.settings.dispatch, self.channels, channel_settings,
-                          self.settings.policies, {p.id: p for p in self.playbooks}, zone(self.settings.timezone),
-                          self.owner, clock)
+        return Dispatcher(self.engine, self.settings.dispatch, self.channels, channel_settings, self.contact,
+                          zone(self.settings.timezone), self.owner, clock)
+
+    # -- a round's steps ----------------------------------------------------------------------------
+    def decide(self, at: datetime, events_since: datetime | None = None,
+               clock: Callable[[], datetime] = clock_now) -> Counter[str]:
+        """Step 1: decide into the ledger what is due as of `at` (engine.run.occurrences.Evaluator.round):
+        events from `events_since` on, or by default from the events watermark (the daemon's way:
+        a daemon that was down picks up where it left)."""
+        evaluator = self.evaluator(clock)
+        return evaluator.round(at, evaluator.events_since(at) if events_since is None else events_since)
+
+    async def pull_receipts(self, at: datetime) -> dict[str, int]:
+        """Step 3: the receipts and replies the vendors' pull APIs hold for recent touches."""
+        return await pull_all(self.engine, self.channels, at, unsubscribe=self.settings.sms_unsubscribe)
+
+    async def tick(self, at: datetime) -> Round:
+        """One round as of `at`, with the clock stopped there: decide what is due in
+        (at − misfire_grace, at], send everything due, then pull receipts."""
+        decided = await asyncio.to_thread(self.decide, at, at - self.settings.misfire_grace_td, lambda: at)
+        dispatched = await self.dispatcher(clock=lambda: at).drain()
+        receipts = await self.pull_receipts(at)
+        return Round(decided, dispatched, receipts)

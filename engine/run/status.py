@@ -14,7 +14,7 @@ from sqlalchemy import Engine
 from engine import ledger
 from engine.clock import day_start, local_date, zone
 from engine.config import Settings
-from engine.decide.gate import E4_PER_YUAN
+from engine.decide.contact_policy import E4_PER_YUAN
 from engine.decide.preview import playbook_zone
 from engine.grammar.playbook import Playbook
 from engine.logs import mask_phone

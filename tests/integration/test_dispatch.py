@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from scenario import AT, add_member
@@ -197,3 +198,35 @@ def test_dispatch__permanent_error_fails_at_once(tmp_path: Path, db_url: str) ->
     service = _service(tmp_path, db_url, 'raise_error: permanent')
     assert _tick(service) == {"M1": "failed", "M2": "failed"}
     assert len(StubChannel.calls["sms"]) == 1
+
+
+def test_tick_command__loads_the_config_once_and_prints_one_round(tmp_path: Path, db_url: str,
+                                                                   monkeypatch: pytest.MonkeyPatch,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """`siyu tick --at` reads its config once, then decides, sends and pulls receipts in one round and
+    prints what each step did."""
+    import engine.config
+    import engine.logs
+    import engine.run.service
+
+    _members(db_url, "M1", "M2")
+    _service(tmp_path, db_url, 'outcomes: {M2: [failed]}')
+    loads: list[Path] = []
+    real = engine.config.load_config
+
+    def counted(path: Path) -> Any:
+        loads.append(path)
+        return real(path)
+
+    monkeypatch.setattr(engine.config, "load_config", counted)
+    monkeypatch.setattr(engine.run.service, "load_config", counted)
+    monkeypatch.setattr(engine.logs, "configure", lambda *args: None)  # keep the tests' logging as it is
+    assert main(["tick", "--config", str(tmp_path / "siyu.yaml"), "--at", "2026-11-22 10:00"]) == 0
+    assert loads == [tmp_path / "siyu.yaml"]
+    out = capsys.readouterr().out.splitlines()
+    assert out[out.index("siyu tick as of 2026-11-22T10:00:00+08:00"):] == [
+        "siyu tick as of 2026-11-22T10:00:00+08:00",
+        "  decided send              2",
+        "  dispatched failed         1",
+        "  dispatched sent           1",
+    ]

@@ -97,6 +97,25 @@ def test_claim_batch__due_rows_become_sending_under_a_lease(brand: Brand) -> Non
         assert [r["member_id"] for r in ledger.claim_batch(conn, "sms", later, 10, LEASE, "me")] == ["WAIT"]
 
 
+def test_due_count__counts_exactly_what_a_claim_takes(brand: Brand) -> None:
+    """due_count of a channel is the number of rows a claim of that channel would take at that time."""
+    later = AT + timedelta(hours=3)
+    seed(brand.engine,
+         touch_row("p", "Q", "o", "queued", AT),
+         touch_row("p", "DUE", "o", "deferred", AT, not_before=AT - timedelta(minutes=1)),
+         touch_row("p", "WAIT", "o", "deferred", AT, not_before=later),
+         touch_row("p", "SENT", "o", "sent", AT),
+         touch_row("p", "SENDING", "o", "sending", AT, lease_until=AT + LEASE, lease_owner="other"),
+         touch_row("p", "WECOM", "o", "queued", AT, channel="wecom"))
+    with brand.engine.connect() as conn:
+        assert (ledger.due_count(conn, "sms", AT), ledger.due_count(conn, "sms", later)) == (2, 3)
+        assert ledger.due_count(conn, "wecom", AT) == 1
+    with write_transaction(brand.engine) as conn:
+        assert len(ledger.claim_batch(conn, "sms", later, 10, LEASE, "me")) == 3
+    with brand.engine.connect() as conn:
+        assert ledger.due_count(conn, "sms", later) == 0
+
+
 def test_claim_batch__limit_and_priority_order(brand: Brand) -> None:
     """A batch takes at most `limit` rows, higher priority first; the rest stay queued for the next batch."""
     seed(brand.engine, *(touch_row("low", f"M{i}", "o", "queued", AT, priority=10) for i in range(3)),

@@ -16,6 +16,7 @@ from channels.fakes.server import FakeServer, free_port
 from channels.fakes.wecom import WecomFake
 from channels.wechat.wecom import _CODES, WecomChannel, WecomSettings
 from engine.config import DispatchSettings
+from engine.decide.contact_policy import ContactPolicies
 from engine.grammar.policies import PolicySettings
 from engine.ledger.token_store import LedgerTokenStore
 from engine.run.dispatch import Dispatcher
@@ -159,7 +160,8 @@ def test_dispatch__a_claimed_batch_shares_tasks_across_its_send_calls(fake: Weco
                                  decided_at=AT + timedelta(seconds=i)) for i in range(6)))
         ch = channel(fake, store=engine, batch_size=2)
         dispatcher = Dispatcher(engine, DispatchSettings(), {"wecom": ch}, {"wecom": ch.settings},
-                                PolicySettings(frequency=[], quiet_hours={}), {}, SHANGHAI, "me", clock=lambda: AT)
+                                ContactPolicies.of([], PolicySettings(frequency=[], quiet_hours={})), SHANGHAI, "me",
+                                clock=lambda: AT)
         counts = asyncio.run(dispatcher.drain())
         assert counts == {"sent": 6}
         assert sorted((b["sender"], sorted(b["external_userid"])) for b in fake.received) == [

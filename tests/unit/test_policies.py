@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from engine.decide.gate import EffectivePolicies
+from engine.decide.contact_policy import ContactPolicy
 from engine.grammar.loader import load_text
 from engine.grammar.playbook import Playbook
 from engine.grammar.policies import (
@@ -188,7 +188,7 @@ def test_effective_policies__playbook_limits_add_to_the_config() -> None:
     playbook = book("limits:\n  frequency: [{channel: sms, max: 1, per_days: 14}]\n"
                     "  quiet_hours: {sms: [\"12:00\", \"14:00\"], wecom: [\"22:00\", \"08:00\"]}\n"
                     "  budget_daily: 0.5\n  expire_after: 2h\n")
-    got = EffectivePolicies.of(playbook, config, {"sms": Decimal("0.045"), "wecom": Decimal(0)})
+    got = ContactPolicy.of(playbook, config, {"sms": Decimal("0.045"), "wecom": Decimal(0)})
     assert got.frequency == (rule("any", 1, 1), rule("sms", 1, 14))
     assert dict(got.quiet_hours) == {"sms": (NIGHT, (time(12), time(14))), "wecom": ((time(22), time(8)),)}
     assert (dict(got.channel_budgets_e4), got.playbook_budget_e4) == ({"sms": 900}, 5000)
@@ -199,19 +199,19 @@ def test_effective_policies__playbook_limits_add_to_the_config() -> None:
 def test_effective_policies__a_playbook_cannot_loosen_the_config() -> None:
     """A playbook rule `any 5/1` sits beside the config's `any 1/1`: a second touch today is still refused."""
     config = PolicySettings.model_validate({"frequency": [{"channel": "any", "max": 1, "per_days": 1}]})
-    got = EffectivePolicies.of(book("limits:\n  frequency: [{channel: any, max: 5, per_days: 1}]\n"), config, {})
+    got = ContactPolicy.of(book("limits:\n  frequency: [{channel: any, max: 5, per_days: 1}]\n"), config, {})
     assert not frequency_allows(got.frequency, history(("sms", 0)), "sms", TODAY)
 
 
 def test_effective_policies__no_limits_is_the_config() -> None:
     """A playbook without `limits` gets the config's policies as they are, and no playbook budget."""
     config = PolicySettings.model_validate({})
-    got = EffectivePolicies.of(book(), config, {})
+    got = ContactPolicy.of(book(), config, {})
     assert got.frequency == DEFAULT_FREQUENCY
     assert dict(got.quiet_hours) == {"sms": (NIGHT,), "ai_call": (NIGHT,)}
     assert (got.playbook_budget_e4, got.expire_after, dict(got.channel_budgets_e4)) == (None, None, {})
     assert got.longest_cap_days == 30
-    assert EffectivePolicies.of(book(), PolicySettings.model_validate({"frequency": []}), {}).longest_cap_days == 1
+    assert ContactPolicy.of(book(), PolicySettings.model_validate({"frequency": []}), {}).longest_cap_days == 1
 
 
 def test_default_frequency__wecom_receiving_cap_is_four_a_month() -> None:
