@@ -179,7 +179,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     created = ensure_demo(engine, spec, progress=sys.stderr.isatty())
     print(f"{'created' if created else 'reusing'} demo brand in {engine.url.render_as_string(hide_password=True)}: "
           f"{args.members:,} members, seed {args.seed}, today {today.isoformat()}", file=sys.stderr)
-    loaded, source = _playbooks_or_examples(args.playbooks and [args.playbooks], settings, config_given)
+    loaded, source = _playbooks_or_examples([args.playbooks] if args.playbooks else [], settings, config_given)
     playbooks = [lp.playbook for lp in loaded]
     at = datetime.combine(today, time(10, 0), tzinfo=tz)
     writer = TableWriter(sys.stdout, {p.id: p.name for p in playbooks})
