@@ -31,6 +31,18 @@ def _playbooks(paths: Sequence[str], settings: Any) -> Any:
     return load_playbooks([Path(p) for p in (paths or [settings.playbooks])])
 
 
+def _playbooks_or_examples(paths: Sequence[str], settings: Any, config_given: bool) -> tuple[Any, str]:
+    """`check` and `demo`: the playbooks named, else the config's when a config was given, else
+    ./playbooks when present, else the examples bundled with Siyu; and which of them it was."""
+    from engine import examples
+    from engine.grammar.loader import load_playbooks
+
+    if paths or config_given or Path(settings.playbooks).is_dir():
+        return _playbooks(paths, settings), ", ".join(paths) or str(settings.playbooks)
+    bundled = examples.playbooks()
+    return load_playbooks([bundled]), f"the bundled examples ({bundled})"
+
+
 def _engine(url: str, require: bool = True) -> Any:
     from engine.store.connect import open_engine, require_schema
 
@@ -43,8 +55,8 @@ def _engine(url: str, require: bool = True) -> Any:
 
 def cmd_check(args: argparse.Namespace) -> int:
     settings = _config(args)
-    loaded = _playbooks(args.paths, settings)
-    print(f"ok: {len(loaded)} playbook(s) valid")
+    loaded, source = _playbooks_or_examples(args.paths, settings, args.config is not None)
+    print(f"ok: {len(loaded)} playbook(s) valid in {source}")
     return 0
 
 
@@ -143,13 +155,16 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    from engine import examples
     from engine.clock import now, zone
     from engine.decide.preview import TableWriter, dry_run
     from engine.store.connect import upgrade
     from engine.store.demo import DemoSpec, ensure_demo
 
-    if args.config is None and Path("config.example.yaml").is_file():
-        args.config = "config.example.yaml"  # the demo uses the shipped example's links
+    config_given = args.config is not None
+    if not config_given:  # the demo uses the example config's links: ./config.example.yaml, else the bundled one
+        local = Path(examples.CONFIG_EXAMPLE)
+        args.config = str(local if local.is_file() else examples.config_example())
     settings = _config(args)
     tz = zone(settings.timezone)
     try:
@@ -164,7 +179,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     created = ensure_demo(engine, spec, progress=sys.stderr.isatty())
     print(f"{'created' if created else 'reusing'} demo brand in {engine.url.render_as_string(hide_password=True)}: "
           f"{args.members:,} members, seed {args.seed}, today {today.isoformat()}", file=sys.stderr)
-    loaded = _playbooks(args.playbooks and [args.playbooks], settings)
+    loaded, source = _playbooks_or_examples([args.playbooks] if args.playbooks else [], settings, config_given)
     playbooks = [lp.playbook for lp in loaded]
     at = datetime.combine(today, time(10, 0), tzinfo=tz)
     writer = TableWriter(sys.stdout, {p.id: p.name for p in playbooks})
@@ -176,7 +191,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
                             policies=settings.policies, costs=settings.costs,
                             vendor_quiet_hours=settings.vendor_quiet_hours):
         writer.write(decision)
-    print(f"dry-run of {len(playbooks)} playbook(s) at {at.isoformat()}; nothing was sent")
+    print(f"dry-run of {len(playbooks)} playbook(s) in {source} at {at.isoformat()}; nothing was sent")
     writer.close()
     return 0
 
@@ -296,8 +311,9 @@ def cmd_channel(args: argparse.Namespace) -> int:
 
 def cmd_fakes(args: argparse.Namespace) -> int:
     from channels.fakes.serve import serve
+    from engine import examples
 
-    return serve(args.port, args.db, args.write_config, sys.stdout)
+    return serve(args.port, args.db, args.write_config, sys.stdout, examples=examples.root())
 
 
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
@@ -320,7 +336,8 @@ def _parser() -> argparse.ArgumentParser:
         return p
 
     p = command("check", cmd_check, "validate playbooks (exit 1 on any problem)")
-    p.add_argument("paths", nargs="*", help="playbook files or directories (default: config playbooks)")
+    p.add_argument("paths", nargs="*",
+                   help="playbook files or directories (default: config playbooks, else ./playbooks, else the bundled examples)")
     p.add_argument("--config", help="config file")
 
     p = command("compile", cmd_compile, "print a playbook's audience SQL for the database's dialect")
@@ -357,8 +374,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--members", type=int, default=20_000)
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--today", help="reference date YYYY-MM-DD (default: today)")
-    p.add_argument("--playbooks", help="playbook directory (default: config playbooks)")
-    p.add_argument("--config", help="config file (default: ./config.example.yaml when present)")
+    p.add_argument("--playbooks", help="playbook directory (default: config playbooks, else ./playbooks, else the bundled examples)")
+    p.add_argument("--config", help="config file (default: ./config.example.yaml when present, else the bundled one)")
 
     p = command("tick", cmd_tick, "one round as of --at: decide what is due, dispatch it, exit")
     p.add_argument("--config", required=True, help="config file")

@@ -8,6 +8,7 @@ config that points every channel at them.
 
 from __future__ import annotations
 
+import shutil
 import signal
 import threading
 from pathlib import Path
@@ -16,11 +17,11 @@ from typing import IO, Any
 import yaml
 from rich.console import Console
 from rich.table import Table
+from sqlalchemy.engine import make_url
 
 from channels.fakes.local import LocalVendors
 from engine.errors import SiyuError
 
-ROOT = Path(__file__).resolve().parents[2]  # a source checkout (the wheel case: see the packaging issue)
 WHAT = {
     "aliyun_sms": "Aliyun SMS: SendSms, QuerySendDetails (V2 signature)",
     "tencent_sms": "Tencent Cloud SMS: SendSms, pulls (TC3 signature)",
@@ -36,23 +37,53 @@ def local_vendors(port: int) -> LocalVendors:
     return LocalVendors(port=port)
 
 
-def trial_config(vendors: Any, database: str) -> str:
-    """A complete config for a local trial: the demo database, the bundled playbooks, every channel
+TRIAL_MISFIRE_GRACE = "2h"
+"""The trial's `misfire_grace`: `siyu tick --at "<today> 11:00"` (README, "A local trial") then decides
+everything due in (09:00, 11:00], the playbooks at 10:00 and 10:30 as well as the one at 11:00."""
+
+
+def trial_config(vendors: Any, database: str, playbooks: Path, links: dict[str, str]) -> str:
+    """A complete config for a local trial: the database, the playbooks at `playbooks`, every channel
     on its fake, the callbacks on 127.0.0.1:8080."""
-    links: dict[str, str] = {}
-    example = ROOT / "config.example.yaml"
-    if example.is_file():
-        links = (yaml.safe_load(example.read_text(encoding="utf-8")) or {}).get("links") or {}
-    config = {"database": {"url": database}, "playbooks": str(ROOT / "playbooks"), "links": links,
+    config = {"database": {"url": database}, "playbooks": str(playbooks), "links": links,
               "channels": vendors.channels(), "http": {"listen": "127.0.0.1:8080"},
-              "log": {"format": "console", "level": "info"}, "poll_interval": "10s"}
+              "log": {"format": "console", "level": "info"}, "poll_interval": "10s",
+              "misfire_grace": TRIAL_MISFIRE_GRACE}
     header = ("# Written by `siyu fakes`: a local trial. Every channel points at a fake vendor on\n"
-              "# 127.0.0.1 (their credentials are the fakes' own, not secrets); policies take their defaults.\n")
+              "# 127.0.0.1 (their credentials are the fakes' own, not secrets); policies take their defaults.\n"
+              f"# misfire_grace {TRIAL_MISFIRE_GRACE}: a tick at 11:00 decides what was due since 09:00.\n")
     return header + yaml.safe_dump(config, allow_unicode=True, sort_keys=False, width=120)
 
 
-def serve(port: int, database: str, write_config: str | None, out: IO[str]) -> int:
-    """Serve the fakes until SIGINT/SIGTERM; 0 on a clean stop."""
+def absolute_database(database: str) -> str:
+    """A SQLite URL with a relative file made absolute (from the working directory), so that the
+    written config opens the same file wherever it is run; other URLs as given."""
+    url = make_url(database)
+    if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:" \
+            or url.database.startswith("file:") or Path(url.database).is_absolute():
+        return database
+    return url.set(database=str(Path(url.database).resolve())).render_as_string(hide_password=False)
+
+
+def write_trial(path: Path, vendors: Any, database: str, examples: Path) -> list[str]:
+    """Write the trial config at `path`, with the example playbooks copied into a `playbooks/` folder
+    beside it (an existing folder is left as it is, and read); what was done, for people."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    target = path.parent.resolve() / "playbooks"
+    if target.exists():
+        done = [f"{target} already exists: left as it is, and the config reads its playbooks"]
+    else:
+        shutil.copytree(examples / "playbooks", target)
+        done = [f"the example playbooks copied to {target}"]
+    example = yaml.safe_load((examples / "config.example.yaml").read_text(encoding="utf-8")) or {}
+    links = {str(k): str(v) for k, v in (example.get("links") or {}).items()}
+    path.write_text(trial_config(vendors, absolute_database(database), target, links), encoding="utf-8")
+    return [*done, f"config for them written to {path}: siyu tick/run --config {path}"]
+
+
+def serve(port: int, database: str, write_config: str | None, out: IO[str], examples: Path) -> int:
+    """Serve the fakes until SIGINT/SIGTERM; 0 on a clean stop. `examples` holds the example
+    `playbooks/` and `config.example.yaml` that a written config copies and takes its links from."""
     vendors = local_vendors(port)
     try:
         vendors.start()
@@ -71,8 +102,8 @@ def serve(port: int, database: str, write_config: str | None, out: IO[str]) -> i
             table.add_row(name, server.url, WHAT[name])
         console.print(table)
         if write_config:
-            Path(write_config).write_text(trial_config(vendors, database), encoding="utf-8")
-            console.print(f"config for them written to {write_config}: siyu tick/run --config {write_config}")
+            for line in write_trial(Path(write_config), vendors, database, examples):
+                console.print(line)
         console.print("carriers deliver SMS, staff confirm WeCom tasks and the robot finishes calls "
                       f"{vendors.deliver_after.total_seconds():.0f}s after they are sent; Ctrl-C stops")
         out.flush()
