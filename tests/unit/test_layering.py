@@ -31,6 +31,7 @@ STAGES: list[tuple[str, tuple[str, ...]]] = [
                     "channels", *BASE)),
     ("engine.cli", ("engine", "channels")),
     ("engine.__main__", ("engine.cli",)),
+    ("engine.examples", ()),  # the bundled example playbooks and config: files, no imports
     ("engine", ()),  # engine/__init__.py: the version only
 ]
 
