@@ -9,7 +9,7 @@ It keeps what it received, makes signed `TEMPLATESENDJOBFINISH` pushes, and can 
 fail: `expire_token()`, `fail_next` (any errcode), `slow_s`, `drop_next` (accept, then drop
 the connection before answering).
 
-`make_app(fake)` (or `fake.app`) is the ASGI app; serve it with `tests.fakes.server.FakeServer`.
+`make_app(fake)` (or `fake.app`) is the ASGI app; serve it with `channels.fakes.server.FakeServer`.
 """
 
 from __future__ import annotations

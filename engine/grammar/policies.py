@@ -1,9 +1,10 @@
 """Contact policies: frequency caps, quiet hours, budgets, opt-outs — the rules that protect trust.
 
 The models here are shared by the config (`policies:`) and the playbook (`limits:`); a
-playbook may only tighten: its rules are added to the config's. The functions decide,
-for one member and one touch, which channel may carry it, whether it must wait for the
-end of quiet hours, and whether a budget allows it. Counting happens in engine/ledger.py.
+playbook may only tighten: its rules are added to the config's. The pure functions answer
+for one member and one touch whether a cap allows it and when quiet hours end. They are
+assembled per playbook once, in engine/decide/contact_policy.py; counting happens in the
+ledger (engine/ledger/touches.py).
 """
 
 from __future__ import annotations

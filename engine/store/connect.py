@@ -77,7 +77,7 @@ def _sqlite_begin(conn: Connection) -> None:
 def write_transaction(engine: Engine) -> Iterator[Connection]:
     """A transaction that writes the ledger: on SQLite it takes the write lock at BEGIN
     (BEGIN IMMEDIATE), so what it reads cannot change before it writes. PostgreSQL callers
-    lock what they read explicitly (FOR UPDATE, advisory locks: engine/ledger.py)."""
+    lock what they read explicitly (FOR UPDATE, advisory locks: engine/ledger/)."""
     with engine.connect() as conn:
         conn = conn.execution_options(sqlite_begin="IMMEDIATE")
         with conn.begin():

@@ -214,7 +214,7 @@ touches = Table(
 # A claim's candidates in its order (ledger.claim_batch): a claim reads its batch from this index
 # instead of sorting every claimable row of the channel, which PostgreSQL cannot cut short under
 # FOR UPDATE (0.2 s per claim at 100k queued rows). Partial, so the ledger's history (sent,
-# suppressed, …) is not in the way; a query uses it only if it repeats this WHERE (ledger._due).
+# suppressed, …) is not in the way; a query uses it only if it repeats this WHERE (engine/ledger/claims.py, _due).
 Index("ix_touches_claim", touches.c.channel, touches.c.priority.desc(), touches.c.decided_at, touches.c.touch_id,
       postgresql_where=touches.c.state.in_(CLAIMABLE_STATES), sqlite_where=touches.c.state.in_(CLAIMABLE_STATES))
 
