@@ -206,6 +206,12 @@ class HttpClients:
         self._idle: list[httpx.AsyncClient] = []
         self._loop: asyncio.AbstractEventLoop | None = None  #: the loop it is open on; None: closed
 
+    @classmethod
+    def verified(cls, *, timeout: float, base_url: str = "") -> HttpClients:
+        """What every adapter uses: clients with `timeout` seconds per request, verifying TLS with
+        the process's `tls_context()`, and `base_url` for relative paths."""
+        return cls(lambda: httpx.AsyncClient(base_url=base_url, timeout=timeout, verify=tls_context()))
+
     def open(self) -> None:
         loop = asyncio.get_running_loop()
         if loop is not self._loop:
