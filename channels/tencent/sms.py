@@ -26,13 +26,13 @@ from channels.base import (
     CONNECT_FAILED,
     NOT_CONNECTED,
     ChannelContext,
+    HttpClients,
     Inbound,
     Outcome,
     OutcomeKind,
     Receipt,
     Reply,
     Touch,
-    tls_context,
 )
 from channels.fallback import SmsSettings
 from channels.tencent.signing import signed_headers
@@ -190,6 +190,13 @@ class TencentSmsChannel:
         self.clock = (context.clock if context else None) or (lambda: datetime.now(UTC))
         self.url = settings.base_url or "https://sms.tencentcloudapi.com"
         self.host = urlsplit(self.url).netloc
+        self.http = HttpClients.verified(timeout=settings.timeout)
+
+    def open(self) -> None:
+        self.http.open()
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
 
     # -- transport --------------------------------------------------------------------------
     async def _call(self, action: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -199,7 +206,7 @@ class TencentSmsChannel:
         headers = signed_headers(action, payload, secret_id=s.secret_id, secret_key=s.secret_key,
                                  host=self.host, region=s.region, timestamp=int(time.time()))
         try:
-            async with httpx.AsyncClient(timeout=s.timeout, verify=tls_context()) as client:
+            async with self.http.client() as client:
                 answer = await client.post(self.url, content=payload, headers=headers)
         except NOT_CONNECTED as exc:  # the request never left
             raise _CallFailed(_K.retry, CONNECT_FAILED, f"{action}: cannot connect: {type(exc).__name__}") from exc
