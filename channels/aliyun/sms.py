@@ -4,7 +4,7 @@
 parameters against the vendor's limits. `lookup` and `pull` read `QuerySendDetails`, which
 lists every send to one number on one Shanghai day with its `OutId`. The vendor's push
 formats (SmsReport receipts, SmsUp replies) are parsed by `parse_sms_report` and
-`parse_sms_up`; the callback server answers them with `PUSH_ACK_BODY`.
+`parse_sms_up`, and declared with `PUSH_ACK` in `push_routes` for the callback server.
 
 Facts come from ../shared/vendors.md §3 (Aliyun SMS) and §6 (retry policy).
 No phone number, key or signature is ever logged.
@@ -31,6 +31,7 @@ from channels.base import (
     Inbound,
     Outcome,
     OutcomeKind,
+    PushRoute,
     Receipt,
     Reply,
     Touch,
@@ -133,6 +134,15 @@ class AliyunSmsChannel:
         self.http = HttpClients.verified(timeout=settings.timeout)
         self.rpc = Endpoint(settings.base_url.rstrip("/") + "/", API_VERSION, settings.access_key_id,
                             settings.access_key_secret, settings.region, self.context.clock)
+
+    @classmethod
+    def push_routes(cls, configured: Sequence[AliyunSmsSettings]) -> list[PushRoute]:
+        """SmsReport receipts and SmsUp replies (vendors.md §3.7). Served whether or not a channel
+        uses Aliyun SMS: they carry no account to tell them apart, and apply only to touches sent."""
+        return [PushRoute("/callbacks/aliyun/sms-report", "aliyun",
+                          lambda body: Inbound(receipts=parse_sms_report(body)), PUSH_ACK),
+                PushRoute("/callbacks/aliyun/sms-up", "aliyun", lambda body: Inbound(replies=parse_sms_up(body)),
+                          PUSH_ACK)]
 
     def open(self) -> None:
         self.http.open()

@@ -28,6 +28,7 @@ from channels.base import (
     Inbound,
     Outcome,
     OutcomeKind,
+    PushRoute,
     Receipt,
     Touch,
     not_connected,
@@ -141,6 +142,13 @@ class AliyunVoiceChannel:
                             settings.access_key_id, settings.access_key_secret, settings.region, self.context.clock)
         self.http = HttpClients.verified(timeout=settings.timeout)
         self.call_ids: dict[str, str] = {}  #: touch id → CallId, from sends and VoiceReport pushes seen here
+
+    @classmethod
+    def push_routes(cls, configured: Sequence[AliyunVoiceSettings]) -> list[PushRoute]:
+        """VoiceReport call outcomes (vendors.md §5.1), served whether or not a channel uses the adapter
+        (like Aliyun's SMS pushes)."""
+        return [PushRoute("/callbacks/aliyun/voice-report", "aliyun",
+                          lambda body: Inbound(receipts=parse_voice_report(body)), VOICE_REPORT_ACK)]
 
     def open(self) -> None:
         self.http.open()

@@ -30,6 +30,7 @@ from channels.base import (
     Inbound,
     Outcome,
     OutcomeKind,
+    PushRoute,
     Receipt,
     Reply,
     Touch,
@@ -191,6 +192,15 @@ class TencentSmsChannel:
         self.url = settings.base_url or "https://sms.tencentcloudapi.com"
         self.host = urlsplit(self.url).netloc
         self.http = HttpClients.verified(timeout=settings.timeout)
+
+    @classmethod
+    def push_routes(cls, configured: Sequence[TencentSmsSettings]) -> list[PushRoute]:
+        """The status and reply callbacks (§4.6), served whether or not a channel uses Tencent SMS: they
+        are not signed, and apply only to touches sent."""
+        return [PushRoute("/callbacks/tencent/sms-status", "tencent",
+                          lambda body: Inbound(receipts=parse_status_callback(body)), CALLBACK_ACK),
+                PushRoute("/callbacks/tencent/sms-reply", "tencent",
+                          lambda body: Inbound(replies=parse_reply_callback(body)), CALLBACK_ACK)]
 
     def open(self) -> None:
         self.http.open()

@@ -10,7 +10,7 @@ older unknown send stays unknown. Keyword values are checked against the 2023 co
 (≤ 20 characters, no line breaks) before anything is sent.
 
 Delivery results arrive as `TEMPLATESENDJOBFINISH` pushes: `check_signature` and
-`parse_event` serve the callback route; answer it with `ACKNOWLEDGEMENT`.
+`parse_event` serve the callback route (`push_routes`); answer it with `ACKNOWLEDGEMENT`.
 """
 
 from __future__ import annotations
@@ -33,8 +33,10 @@ from channels.base import (
     ChannelError,
     ChannelSettings,
     HttpClients,
+    Inbound,
     Outcome,
     OutcomeKind,
+    PushRoute,
     Receipt,
     Touch,
     not_connected,
@@ -106,6 +108,21 @@ class WechatTemplateChannel:
         self.http = HttpClients.verified(timeout=settings.timeout)
         self.tokens = TokenCache(context.store, f"wechat:{settings.app_id}", self._fetch_token, clock=self.clock)
         self.first_attempt: dict[str, datetime] = {}  #: touch id → when its first send left this process
+
+    @classmethod
+    def push_routes(cls, configured: Sequence[WechatTemplateSettings]) -> list[PushRoute]:
+        """TEMPLATESENDJOBFINISH pushes and WeChat's address check (GET with `echostr`), one route for
+        every account, signed with one of the configured accounts' `token`; none without a token."""
+        tokens = [s.token for s in configured if s.token]
+        if not tokens:
+            return []
+
+        def signed(query: Mapping[str, str]) -> bool:
+            return any(check_signature(token, query.get("signature", ""), query.get("timestamp", ""),
+                                       query.get("nonce", "")) for token in tokens)
+
+        return [PushRoute("/callbacks/wechat", "wechat", lambda body: Inbound(receipts=parse_event(body)),
+                          ACKNOWLEDGEMENT, methods=("GET", "POST"), verify=signed, echo="echostr")]
 
     def open(self) -> None:
         self.http.open()
