@@ -1,8 +1,8 @@
 """One audience, computed the ways a brand could compute it, each in its own process.
 
-    python bench/audience.py APPROACH PLAYBOOK --db URL --at ISO [--parquet DIR] [--ids FILE]
+    python -m bench.audience APPROACH PLAYBOOK --db URL --at ISO [--parquet DIR] [--ids FILE]
                              [--sample-every N]
-    python bench/audience.py export --db URL --parquet DIR
+    python -m bench.audience export --db URL --parquet DIR
 
 APPROACH is one of
 - `siyu-ids`: Siyu's compiled audience statement, executed (the member ids before decisions:
@@ -33,8 +33,6 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 REFERENCE_SQL = Path(__file__).resolve().parent / "reference_sql"
 REACH_COLUMNS = ("phone", "sms_opt_out", "call_opt_out", "wecom_external_userid", "wecom_staff_userid",
@@ -390,7 +388,7 @@ def _import_for(approach: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.audience", description=__doc__.split("\n\n")[0])
     parser.add_argument("approach", choices=("siyu-ids", "sql", "pandas", "duckdb", "loop", "export"))
     parser.add_argument("playbook", nargs="?", choices=PLAYBOOKS)
     parser.add_argument("--db", required=True)

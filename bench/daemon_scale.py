@@ -7,7 +7,7 @@ seeded), validates it with `siyu check`, and runs `siyu run` on it with nothing 
 the CPU the daemon burns just being there: the event poller, the dispatch loop, reconciliation,
 receipts and the watchdog, every one of them waking up on its own clock.
 
-    uv run --group bench python bench/daemon_scale.py --playbooks 1000 --db sqlite,postgres
+    uv run --group bench python -m bench.daemon_scale --playbooks 1000 --db sqlite,postgres
 
 Nothing is asserted: the table says whether the targets are met.
 """
@@ -31,8 +31,6 @@ import psutil
 import yaml
 from rich.console import Console
 from rich.table import Table
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: the repo root, for bench.*
 
 from bench.measure import DATA, ROOT, Row, empty_database, row, run_child, siyu_argv
 
@@ -560,7 +558,8 @@ def print_table(rows: list[Row]) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser = argparse.ArgumentParser(prog="python -m bench.daemon_scale",
+                                     description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--playbooks", type=int, default=1000, help="how many playbooks to generate")
     parser.add_argument("--db", default="sqlite,postgres", help="comma-separated: sqlite, postgres")
     parser.add_argument("--idle-seconds", type=float, default=60, help="the idle window measured")

@@ -1,10 +1,10 @@
 """Dispatch throughput (issue 6, "Dispatch"): how fast Siyu empties a queue of touches through a
 real adapter, against the limit of a bare HTTP loop posting the same payloads.
 
-    uv run --group bench python bench/dispatch.py --touches 100000 --db sqlite,postgres --channels sms,wecom
+    uv run --group bench python -m bench.dispatch --touches 100000 --db sqlite,postgres --channels sms,wecom
 
 For each database and channel: a fresh database holding N members and N `queued` touches, and
-the adapter's fake vendor (channels/fakes/) in a process of its own (bench/fake_vendor.py), so the
+the adapter's fake vendor (channels/fakes/) in a process of its own (`python -m bench.fake_vendor`), so the
 CPU measured here is the sender's alone. Two senders, each to a freshly started fake:
 
 - `bare_httpx`, the limit: one `httpx.AsyncClient` posting the same payloads to the same fake,
@@ -43,13 +43,13 @@ from typing import Any, Self
 import httpx
 import structlog
 import yaml
-from fake_vendor import STATS_PATH, channel_settings
-from measure import DATA, ROOT, Row, empty_database, peak_rss_mb, row, timed
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from sqlalchemy import Engine, insert
 
+from bench.fake_vendor import STATS_PATH, channel_settings
+from bench.measure import DATA, ROOT, Row, empty_database, peak_rss_mb, row, timed
 from channels.aliyun.signing import signed_params
 from channels.aliyun.sms import API_VERSION, AliyunSmsSettings
 from channels.wechat.wecom import WecomSettings
@@ -141,7 +141,7 @@ def seed(engine: Engine, people: Audience, progress: Progress) -> None:
 # --------------------------------------------------------------------------- the fake vendor
 
 class Vendor:
-    """bench/fake_vendor.py serving one fake in a child process, from start to SIGTERM."""
+    """`python -m bench.fake_vendor` serving one fake in a child process, from start to SIGTERM."""
 
     def __init__(self, adapter: str) -> None:
         self.adapter = adapter
@@ -149,8 +149,8 @@ class Vendor:
         self.process: subprocess.Popen[str] | None = None
 
     def __enter__(self) -> Self:
-        self.process = subprocess.Popen([sys.executable, str(Path(__file__).with_name("fake_vendor.py")),
-                                         self.adapter], stdout=subprocess.PIPE, text=True, cwd=ROOT)
+        self.process = subprocess.Popen([sys.executable, "-m", "bench.fake_vendor", self.adapter],
+                                        stdout=subprocess.PIPE, text=True, cwd=ROOT)
         assert self.process.stdout is not None
         ready = self.process.stdout.readline().split()
         if ready[:1] != ["ready"]:
@@ -445,7 +445,8 @@ def _names(value: str, known: Sequence[str], option: str) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="dispatch throughput: Siyu through a real adapter to its "
+    parser = argparse.ArgumentParser(prog="python -m bench.dispatch",
+                                     description="dispatch throughput: Siyu through a real adapter to its "
                                                  "loopback fake, against a bare httpx loop (issue 6)")
     parser.add_argument("--touches", type=int, default=100_000, help="queued touches per measurement")
     parser.add_argument("--db", default="sqlite,postgres", help="comma-separated: sqlite, postgres")

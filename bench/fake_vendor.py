@@ -1,7 +1,7 @@
 """One fake vendor of channels/fakes/ served on a loopback port in a process of its own, for
 bench/dispatch.py: the CPU the vendor spends must not be counted as Siyu's.
 
-    python bench/fake_vendor.py aliyun_sms|wecom
+    python -m bench.fake_vendor aliyun_sms|wecom
 
 It binds 127.0.0.1 on a free port, prints `ready http://127.0.0.1:PORT` once it accepts
 connections and serves until SIGTERM or Ctrl-C. The fakes check what the real vendors check
@@ -16,13 +16,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import socket
-import sys
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
-from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
+from channels.fakes import local
+
 HOST = "127.0.0.1"
 STATS_PATH = "/_bench/stats"
 ADAPTERS = ("aliyun_sms", "wecom")
@@ -34,19 +33,8 @@ Send = Callable[[Message], Awaitable[None]]
 App = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
-def _fakes() -> Any:
-    """tests/fakes as the `fakes` package (tests/ is not a package, as for `siyu fakes`)."""
-    tests = str(ROOT / "tests")
-    if tests not in sys.path:
-        sys.path.insert(0, tests)
-    import channels.fakes.local  # type: ignore[import-not-found]
-
-    return channels.fakes.local
-
-
 def channel_settings(adapter: str, base_url: str) -> dict[str, Any]:
     """The adapter's `channels:` entry with the fake's credentials (what `siyu fakes` writes)."""
-    local = _fakes()
     c = local.CREDENTIALS
     if adapter == "aliyun_sms":
         return {"adapter": "aliyun_sms", "base_url": base_url, "access_key_id": c["aliyun_key_id"],
@@ -59,7 +47,6 @@ def channel_settings(adapter: str, base_url: str) -> dict[str, Any]:
 def vendor_app(adapter: str) -> tuple[App, Callable[[], dict[str, int]]]:
     """The fake's ASGI app and a function counting what it accepted: `requests` (SendSms calls or
     WeCom tasks), `recipients` (phone numbers or external user ids) and `distinct_recipients`."""
-    local = _fakes()
     c = local.CREDENTIALS
     if adapter == "aliyun_sms":
         from channels.fakes.aliyun_sms import aliyun_sms_app
@@ -121,7 +108,8 @@ async def serve(adapter: str) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description="serve one fake vendor on 127.0.0.1 for bench/dispatch.py")
+    parser = argparse.ArgumentParser(prog="python -m bench.fake_vendor",
+                                     description="serve one fake vendor on 127.0.0.1 for bench.dispatch")
     parser.add_argument("adapter", choices=ADAPTERS)
     asyncio.run(serve(parser.parse_args().adapter))
 

@@ -1,12 +1,12 @@
 """The benchmark: audiences at 10k / 100k / 1M members on SQLite and PostgreSQL, side by side with
 what users would do instead; dispatch throughput; the daemon's own scale.
 
-    uv run --group bench python bench/run.py --members 10000,100000,1000000 --db sqlite,postgres \\
+    uv run --group bench python -m bench.run --members 10000,100000,1000000 --db sqlite,postgres \\
         --json bench/results/latest.json --plot bench/results/audience.png
 
 For each database and size it makes sure the demo brand is there (generated once, reused; the
 demo's "today" is fixed so runs compare), exports the tables to Parquet for DuckDB, then for
-each playbook runs every approach in its own process (bench/audience.py) and `siyu dry-run
+each playbook runs every approach in its own process (`python -m bench.audience`) and `siyu dry-run
 --format jsonl > /dev/null` as users run it. Before anything is reported, the audiences of
 Siyu, the hand-written SQL, pandas and DuckDB must be the same member ids in the same order, and
 the loop's matches must be among them: a mismatch stops the run (exit 1) — it is a bug.
@@ -27,13 +27,11 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from audience import PLAYBOOKS, playbook_path
-from measure import DATA, ROOT, Row, database_url, machine, row, run_child, siyu_argv
 from rich.console import Console
 from rich.table import Table
+
+from bench.audience import PLAYBOOKS, playbook_path
+from bench.measure import DATA, ROOT, Row, database_url, machine, row, run_child, siyu_argv
 
 TODAY = date(2026, 11, 16)
 """The demo's fixed 'today' (a Monday): the same data every run, on every machine."""
@@ -64,7 +62,7 @@ def ensure_data(db: str, members: int) -> str:
 def audience_child(approach: str, playbook: str, url: str, ids: Path, *extra: str) -> tuple[dict[str, Any], Any]:
     out = ids.with_suffix(".json")
     with out.open("wb") as stdout:
-        measured = run_child([sys.executable, str(ROOT / "bench" / "audience.py"), approach, playbook,
+        measured = run_child([sys.executable, "-m", "bench.audience", approach, playbook,
                               "--db", url, "--at", AT.isoformat(), "--ids", str(ids), *extra], stdout=stdout)
     if measured.returncode != 0:
         raise SystemExit(f"{approach} {playbook} failed:\n{measured.stderr}")
@@ -81,7 +79,7 @@ def measure_audiences(db: str, members: int, url: str, playbooks: Iterable[str],
     if "duckdb" in wanted:
         console.print("  Parquet export for DuckDB …")
         with (work / "export.json").open("wb") as stdout:
-            exported = run_child([sys.executable, str(ROOT / "bench" / "audience.py"), "export", "--db", url,
+            exported = run_child([sys.executable, "-m", "bench.audience", "export", "--db", url,
                                   "--parquet", str(parquet)], stdout=stdout)
         if exported.returncode != 0:
             raise SystemExit(f"Parquet export failed:\n{exported.stderr}")
@@ -231,16 +229,16 @@ def plot(rows: list[Row], path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n\n")[0])
     parser.add_argument("--members", default="10000,100000,1000000", help="demo sizes, comma-separated")
     parser.add_argument("--db", default="sqlite,postgres", help="sqlite, postgres, or both")
     parser.add_argument("--playbooks", default=",".join(PLAYBOOKS), help="playbook ids (bundled + bench/playbooks)")
     parser.add_argument("--approaches", default=",".join(APPROACHES))
     parser.add_argument("--sample-every", type=int, default=100, help="the loop judges every Nth member (1%%)")
     parser.add_argument("--dispatch", type=int, default=0, metavar="N",
-                        help="also send N queued touches through Aliyun SMS and WeCom (bench/dispatch.py)")
+                        help="also send N queued touches through Aliyun SMS and WeCom (bench.dispatch)")
     parser.add_argument("--scale", type=int, default=0, metavar="N",
-                        help="also check and idle the daemon with N playbooks (bench/daemon_scale.py)")
+                        help="also check and idle the daemon with N playbooks (bench.daemon_scale)")
     parser.add_argument("--json", type=Path, help="write every measured row here")
     parser.add_argument("--plot", type=Path, help="write the time-against-members plot (PNG) here")
     parser.add_argument("--markdown", type=Path, help="write the audience table as Markdown here (for README.md)")
@@ -265,13 +263,13 @@ def main(argv: list[str] | None = None) -> int:
         console.print(f"[red]audiences differ[/]: {exc}")
         return 1
     if args.dispatch:
-        import dispatch
+        from bench import dispatch
 
         for db in dbs:
             for channel in ("sms", "wecom"):
                 rows += dispatch.measure(db, args.dispatch, channel)
     if args.scale:
-        import daemon_scale
+        from bench import daemon_scale
 
         for db in dbs:
             rows += daemon_scale.measure(db, args.scale)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import AsyncIterator, Callable, Hashable, Sequence
+from collections.abc import AsyncIterator, Callable, Hashable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -217,6 +217,41 @@ class KeepsConnections(Protocol):
     async def aclose(self) -> None: ...
 
 
+@dataclass(frozen=True)
+class PushRoute:
+    """One push a vendor makes to Siyu's callback server, as the adapter declares it.
+
+    The server accepts `methods` at `path`. With `verify`, a request whose query parameters it
+    rejects is refused (403) before anything is read; with `echo`, a GET answers that query
+    parameter (the vendor checking the address). Otherwise `parse` reads the body (raising
+    ValueError, TypeError or KeyError on a malformed one: refused with 400, nothing applied),
+    the engine applies the receipts and replies, and the push is answered with `ack`: a mapping
+    as JSON, a string as plain text.
+    """
+
+    path: str
+    vendor: str  #: the vendor's name in log lines
+    parse: Callable[[bytes], Inbound]
+    ack: Mapping[str, Any] | str
+    methods: tuple[str, ...] = ("POST",)
+    verify: Callable[[Mapping[str, str]], bool] | None = None
+    echo: str | None = None
+
+
+@runtime_checkable
+class Pushes(Protocol):
+    """**Protocol:** an adapter class whose vendor pushes receipts or replies to Siyu.
+
+    `push_routes` is called on the class (not an instance) when the callback server is built,
+    with the settings of every configured channel or fallback provider that uses this adapter
+    (possibly none), and returns the routes its vendor pushes to. Paths are unique across
+    adapters. Routes only describe the vendor's format: the engine serves them (Starlette) and
+    applies what they bring.
+    """
+
+    def push_routes(self, configured: Sequence[Any]) -> Sequence[PushRoute]: ...
+
+
 @cache
 def tls_context() -> ssl.SSLContext:
     """One verifying TLS context (certifi's CA bundle, as httpx uses) for the whole process: httpx
@@ -238,6 +273,12 @@ class HttpClients:
         self._make = make
         self._idle: list[httpx.AsyncClient] = []
         self._loop: asyncio.AbstractEventLoop | None = None  #: the loop it is open on; None: closed
+
+    @classmethod
+    def verified(cls, *, timeout: float, base_url: str = "") -> HttpClients:
+        """What every adapter uses: clients with `timeout` seconds per request, verifying TLS with
+        the process's `tls_context()`, and `base_url` for relative paths."""
+        return cls(lambda: httpx.AsyncClient(base_url=base_url, timeout=timeout, verify=tls_context()))
 
     def open(self) -> None:
         loop = asyncio.get_running_loop()

@@ -21,11 +21,13 @@ from typing import Any, Literal
 import httpx
 from pydantic import Field
 
-from channels.aliyun.signing import GATEWAY_CODES, signed_params
+from channels.aliyun import rpc
+from channels.aliyun.rpc import GATEWAY_CODES, Endpoint
 from channels.base import (
     NOT_CONNECTED,
     ChannelContext,
     ChannelSettings,
+    HttpClients,
     Inbound,
     Outcome,
     OutcomeKind,
@@ -69,13 +71,6 @@ class AliyunOutboundBotSettings(ChannelSettings):
     region: str = "cn-shanghai"
     jobs_per_call: int = Field(MAX_JOBS_PER_CALL, ge=1, le=MAX_JOBS_PER_CALL)
     """Jobs in one AssignJobs call (the vendor allows at most 25)."""
-
-
-def classify(code: str, http_status: int) -> OutcomeKind:
-    """The outcome of a non-OK answer: the table first; unlisted 5xx may have sent; other unlisted fail."""
-    if code in _CODES:
-        return _CODES[code]
-    return K.unknown if http_status >= 500 else K.failed
 
 
 def _ok(body: Mapping[str, Any]) -> bool:
@@ -130,21 +125,15 @@ class AliyunOutboundBotChannel:
         self.name = name
         self.settings = settings
         self.context = context or ChannelContext()
-        self.base_url = (settings.base_url or DEFAULT_BASE_URL).rstrip("/") + "/"
+        self.rpc = Endpoint((settings.base_url or DEFAULT_BASE_URL).rstrip("/") + "/", VERSION,
+                            settings.access_key_id, settings.access_key_secret, settings.region, self.context.clock)
+        self.http = HttpClients.verified(timeout=settings.timeout)
 
-    def _params(self, action: str, params: Mapping[str, str]) -> dict[str, str]:
-        now = self.context.clock() if self.context.clock else datetime.now(UTC)
-        return signed_params(action, VERSION, params, self.settings.access_key_id,
-                             self.settings.access_key_secret, now=now, region=self.settings.region)
+    def open(self) -> None:
+        self.http.open()
 
-    async def _rpc(self, client: httpx.AsyncClient, action: str,
-                   params: Mapping[str, str]) -> tuple[int, dict[str, Any]]:
-        response = await client.post(self.base_url, data=self._params(action, params))
-        try:
-            body = response.json()
-        except ValueError:
-            body = {"Code": f"HTTP_{response.status_code}", "Message": "not JSON"}
-        return response.status_code, body if isinstance(body, dict) else {}
+    async def aclose(self) -> None:
+        await self.http.aclose()
 
     @staticmethod
     def _job(touch: Touch) -> str:
@@ -163,19 +152,18 @@ class AliyunOutboundBotChannel:
         for n, touch in enumerate(batch, start=1):
             params[f"JobsJson.{n}"] = self._job(touch)
         try:
-            status, body = await self._rpc(client, "AssignJobs", params)
+            answer = await self.rpc.call(client, "AssignJobs", params)
         except NOT_CONNECTED as exc:
             return [not_connected(t.touch_id, exc) for t in batch]
         except httpx.TransportError as exc:  # written, then timed out or dropped: lookup settles it
             return [Outcome(t.touch_id, K.unknown, code="TRANSPORT", message=type(exc).__name__) for t in batch]
-        if _ok(body):
-            job_ids = body.get("JobsId") or []  # UNCONFIRMED field: used only when it lines up
+        if _ok(answer.body):
+            job_ids = answer.body.get("JobsId") or []  # UNCONFIRMED field: used only when it lines up
             return [Outcome(t.touch_id, K.sent, code="OK",
                             vendor_id=str(job_ids[i]) if len(job_ids) == len(batch) else None)
                     for i, t in enumerate(batch)]
-        code = str(body.get("Code", ""))
-        kind = classify(code, status)
-        return [Outcome(t.touch_id, kind, code=code, message=body.get("Message")) for t in batch]
+        kind = rpc.classify(_CODES, answer.code, answer.status)
+        return [Outcome(t.touch_id, kind, code=answer.code, message=answer.message) for t in batch]
 
     def _check(self, touch: Touch) -> Outcome | None:
         if str(touch.message.get("scenario")) not in self.settings.scenarios:
@@ -195,7 +183,7 @@ class AliyunOutboundBotChannel:
             else:
                 groups.setdefault(str(t.message["scenario"]), []).append(t)
         size = self.settings.jobs_per_call
-        async with httpx.AsyncClient(timeout=self.settings.timeout) as client:
+        async with self.http.client() as client:
             calls = [self._assign(client, self.settings.scenarios[name], group[i:i + size])
                      for name, group in groups.items() for i in range(0, len(group), size)]
             for outcomes in await asyncio.gather(*calls):
@@ -210,7 +198,7 @@ class AliyunOutboundBotChannel:
         params = {"InstanceId": self.settings.instance_id, "JobGroupId": scenario.job_group_id,
                   "QueryText": str(touch.address["phone"]), "PageNumber": "1", "PageSize": "100"}
         try:
-            _, body = await self._rpc(client, "QueryJobsWithResult", params)
+            body = (await self.rpc.call(client, "QueryJobsWithResult", params)).body
         except httpx.TransportError:
             return "unknown", None
         if not _ok(body):
@@ -219,7 +207,7 @@ class AliyunOutboundBotChannel:
         return ("found", job) if job is not None else ("absent", None)
 
     async def lookup(self, touches: Sequence[Touch]) -> list[Outcome]:
-        async with httpx.AsyncClient(timeout=self.settings.timeout) as client:
+        async with self.http.client() as client:
             found = await asyncio.gather(*(self._find(client, t) for t in touches))
         out = []
         for t, (state, job) in zip(touches, found, strict=True):
@@ -233,7 +221,7 @@ class AliyunOutboundBotChannel:
 
     async def pull(self, touches: Sequence[Touch], since: datetime) -> Inbound:
         """Receipts with call outcomes for touches whose job has finished (Succeeded, Failed, Cancelled)."""
-        async with httpx.AsyncClient(timeout=self.settings.timeout) as client:
+        async with self.http.client() as client:
             found = await asyncio.gather(*(self._find(client, t) for t in touches))
         return Inbound(receipts=[job_receipt(job, t.touch_id) for t, (state, job) in zip(touches, found, strict=True)
                                  if job is not None and job.get("Status") in _FINAL_STATUSES])

@@ -6,7 +6,8 @@
 3. string to sign: METHOD & %2F & percent-encode(canonical query);
 4. Signature = Base64(HMAC-SHA1(AccessKeySecret + "&", string to sign)).
 
-The fake vendors verify requests with the same `signature` function.
+channels/aliyun/rpc.py signs every call with `signed_params`; the fake vendors verify requests
+with the same `signature` function.
 """
 
 from __future__ import annotations
@@ -18,23 +19,6 @@ import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from urllib.parse import quote
-
-from channels.base import OutcomeKind
-
-GATEWAY_CODES: dict[str, OutcomeKind] = {
-    # The RPC gateway's own answers, the same for every Aliyun product (vendors.md §3.2, §3.5, §6);
-    # each adapter adds its product's codes to these.
-    "Throttling.User": OutcomeKind.retry,
-    "Throttling.Api": OutcomeKind.retry,
-    "SignatureNonceUsed": OutcomeKind.retry,  # rejected before sending; the next attempt has a new nonce
-    "SignatureDoesNotMatch": OutcomeKind.channel_fatal,  # a wrong secret: retrying cannot help
-    "InvalidAccessKeyId.NotFound": OutcomeKind.channel_fatal,
-    "InvalidAccessKeyId.Inactive": OutcomeKind.channel_fatal,
-    "InvalidTimeStamp.Expired": OutcomeKind.channel_fatal,  # our clock is off: pause until it is fixed
-    "InvalidTimeStamp.Format": OutcomeKind.channel_fatal,
-    "InternalError": OutcomeKind.unknown,  # may have been accepted: settle through the lookup
-    "ServiceUnavailable": OutcomeKind.unknown,
-}
 
 
 def percent_encode(value: str) -> str:

@@ -4,7 +4,7 @@
 parameters against the vendor's limits. `lookup` and `pull` read `QuerySendDetails`, which
 lists every send to one number on one Shanghai day with its `OutId`. The vendor's push
 formats (SmsReport receipts, SmsUp replies) are parsed by `parse_sms_report` and
-`parse_sms_up`; the callback server answers them with `PUSH_ACK_BODY`.
+`parse_sms_up`, and declared with `PUSH_ACK` in `push_routes` for the callback server.
 
 Facts come from ../shared/vendors.md §3 (Aliyun SMS) and §6 (retry policy).
 No phone number, key or signature is ever logged.
@@ -17,13 +17,13 @@ import json
 from collections.abc import Iterable, Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Literal
-from zoneinfo import ZoneInfo
 
 import httpx
 import structlog
 from pydantic import Field
 
-from channels.aliyun.signing import GATEWAY_CODES, signed_params
+from channels.aliyun import rpc
+from channels.aliyun.rpc import GATEWAY_CODES, SHANGHAI, Endpoint, shanghai_time
 from channels.base import (
     NOT_CONNECTED,
     ChannelContext,
@@ -31,11 +31,11 @@ from channels.base import (
     Inbound,
     Outcome,
     OutcomeKind,
+    PushRoute,
     Receipt,
     Reply,
     Touch,
     not_connected,
-    tls_context,
 )
 from channels.fallback import SmsSettings
 
@@ -78,7 +78,6 @@ _CODES: dict[str, OutcomeKind] = {
     # gateway codes (HTTP 4xx/5xx)
 }
 
-SHANGHAI = ZoneInfo("Asia/Shanghai")
 API_VERSION = "2017-05-25"
 PUSH_ACK: dict[str, Any] = {"code": 0, "msg": "接收成功"}
 """What Aliyun expects (HTTP 200) after an SmsReport or SmsUp push; only the numeric `code` is checked."""
@@ -88,18 +87,12 @@ log = structlog.get_logger(__name__)
 
 
 def classify(code: str, http_status: int) -> OutcomeKind:
-    """The outcome of a vendor answer that is not `OK`.
-
-    An unlisted code on a 5xx or from the `isp.` (platform) family may hide an accepted
-    message, so it is `unknown`; any other unlisted code is an explicit rejection of this
-    request, so nothing went out: `failed` (not `retry`, since we cannot know it is
-    transient, and not `channel_fatal`, so one odd code does not stop the channel).
-    """
-    if code in _CODES:
-        return _CODES[code]
-    if http_status >= 500 or code.startswith("isp.") or not code:
+    """The outcome of a vendor answer that is not `OK` (`rpc.classify`), where an unlisted code
+    from the `isp.` (platform) family, or no code at all, may also hide an accepted message:
+    `unknown`."""
+    if code not in _CODES and (code.startswith("isp.") or not code):
         return K.unknown
-    return K.failed
+    return rpc.classify(_CODES, code, http_status)
 
 
 class AliyunSmsSettings(SmsSettings):
@@ -129,14 +122,6 @@ def _shanghai_day(moment: datetime) -> date:
     return moment.astimezone(SHANGHAI).date()
 
 
-def _local_time(text: Any) -> datetime | None:
-    """`YYYY-MM-DD HH:MM:SS` in Shanghai time, as Aliyun writes it, or None."""
-    try:
-        return datetime.strptime(str(text), "%Y-%m-%d %H:%M:%S").replace(tzinfo=SHANGHAI)
-    except ValueError:
-        return None
-
-
 class AliyunSmsChannel:
     """Sends SMS through Aliyun; `lookup` and `pull` read `QuerySendDetails`."""
 
@@ -146,7 +131,18 @@ class AliyunSmsChannel:
         self.name = name
         self.settings = settings
         self.context = context or ChannelContext()
-        self.http = HttpClients(self._new_client)
+        self.http = HttpClients.verified(timeout=settings.timeout)
+        self.rpc = Endpoint(settings.base_url.rstrip("/") + "/", API_VERSION, settings.access_key_id,
+                            settings.access_key_secret, settings.region, self.context.clock)
+
+    @classmethod
+    def push_routes(cls, configured: Sequence[AliyunSmsSettings]) -> list[PushRoute]:
+        """SmsReport receipts and SmsUp replies (vendors.md §3.7). Served whether or not a channel
+        uses Aliyun SMS: they carry no account to tell them apart, and apply only to touches sent."""
+        return [PushRoute("/callbacks/aliyun/sms-report", "aliyun",
+                          lambda body: Inbound(receipts=parse_sms_report(body)), PUSH_ACK),
+                PushRoute("/callbacks/aliyun/sms-up", "aliyun", lambda body: Inbound(replies=parse_sms_up(body)),
+                          PUSH_ACK)]
 
     def open(self) -> None:
         self.http.open()
@@ -156,23 +152,6 @@ class AliyunSmsChannel:
 
     def _now(self) -> datetime:
         return self.context.clock() if self.context.clock else datetime.now(UTC)
-
-    # -- the wire ------------------------------------------------------------------------------
-
-    async def _call(self, client: httpx.AsyncClient, action: str, params: dict[str, str]) -> tuple[int, dict[str, Any]]:
-        """POST one signed RPC call; answers (HTTP status, JSON body). Transport errors propagate."""
-        s = self.settings
-        form = signed_params(action, API_VERSION, params, s.access_key_id, s.access_key_secret,
-                             method="POST", now=self._now(), region=s.region)
-        response = await client.post(s.base_url.rstrip("/") + "/", data=form)
-        try:
-            body = response.json()
-        except ValueError:
-            body = {}
-        return response.status_code, body if isinstance(body, dict) else {}
-
-    def _new_client(self) -> httpx.AsyncClient:
-        return httpx.AsyncClient(timeout=self.settings.timeout, verify=tls_context())
 
     # -- send ----------------------------------------------------------------------------------
 
@@ -218,12 +197,13 @@ class AliyunSmsChannel:
         if params is None:
             return Outcome(touch.touch_id, K.failed, code="SIYU_PRECHECK", message=problem)
         try:
-            status, body = await self._call(client, "SendSms", params)
+            answer = await self.rpc.call(client, "SendSms", params)
         except NOT_CONNECTED as exc:
             return not_connected(touch.touch_id, exc)
         except httpx.TransportError as exc:
             # written (or partly written) and then lost: it may have been accepted; lookup settles it
             return Outcome(touch.touch_id, K.unknown, code=type(exc).__name__, message=str(exc) or "no response")
+        status, body = answer.status, answer.body
         code = str(body.get("Code") or "")
         message = str(body.get("Message") or f"HTTP {status}")
         if code == "OK" and status == 200:
@@ -240,11 +220,12 @@ class AliyunSmsChannel:
         page = 1
         while True:
             try:
-                status, body = await self._call(client, "QuerySendDetails", {
+                answer = await self.rpc.call(client, "QuerySendDetails", {
                     "PhoneNumber": phone, "SendDate": day.strftime("%Y%m%d"),
                     "PageSize": str(self.settings.page_size), "CurrentPage": str(page)})
             except httpx.TransportError:
                 return None
+            status, body = answer.status, answer.body
             if status != 200 or body.get("Code") != "OK":
                 log.warning("aliyun_sms.query_failed", channel=self.name, code=body.get("Code"), http_status=status)
                 return None
@@ -322,7 +303,7 @@ class AliyunSmsChannel:
                 if state in (2, 3):  # 1 is still waiting for the carrier
                     receipts.append(Receipt(t.touch_id, row.get("BizId"), delivered=state == 3,
                                             status=str(row.get("ErrCode") or state),
-                                            at=_local_time(row.get("ReceiveDate")),
+                                            at=shanghai_time(row.get("ReceiveDate")),
                                             details={"send_status": state}))
         return Inbound(receipts=receipts)
 
@@ -342,7 +323,7 @@ def parse_sms_report(body: bytes) -> list[Receipt]:
     """Receipts from an SmsReport push (vendors.md §3.7); raises ValueError on a malformed body."""
     return [Receipt(touch_id=item.get("out_id") or None, vendor_id=item.get("biz_id") or None,
                     delivered=item.get("success") in (True, "true"), status=str(item.get("err_code") or ""),
-                    at=_local_time(item.get("report_time")),
+                    at=shanghai_time(item.get("report_time")),
                     details={"err_msg": item.get("err_msg"), "sms_size": item.get("sms_size"),
                              "send_time": item.get("send_time")})
             for item in _items(body)]
@@ -355,5 +336,5 @@ def parse_sms_up(body: bytes) -> list[Reply]:
         if not item.get("phone_number"):
             raise ValueError("an SmsUp item has no phone_number")
         out.append(Reply(phone=str(item["phone_number"]), text=str(item.get("content") or ""),
-                         at=_local_time(item.get("send_time"))))
+                         at=shanghai_time(item.get("send_time"))))
     return out

@@ -14,19 +14,21 @@ import json
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal
-from zoneinfo import ZoneInfo
 
 import httpx
 from pydantic import Field
 
-from channels.aliyun.signing import GATEWAY_CODES, signed_params
+from channels.aliyun import rpc
+from channels.aliyun.rpc import GATEWAY_CODES, Endpoint, shanghai_time
 from channels.base import (
     NOT_CONNECTED,
     ChannelContext,
     ChannelSettings,
+    HttpClients,
     Inbound,
     Outcome,
     OutcomeKind,
+    PushRoute,
     Receipt,
     Touch,
     not_connected,
@@ -38,7 +40,6 @@ DEFAULT_BASE_URL = "https://dyvmsapi.aliyuncs.com"
 PROD_ID_VOICE_NOTIFICATION = "11000000300006"
 VOICE_REPORT_ACK: dict[str, Any] = {"code": 0, "msg": "接收成功"}
 """The body Aliyun expects back from a VoiceReport push (HTTP 200); anything else is re-pushed."""
-SHANGHAI = ZoneInfo("Asia/Shanghai")
 
 K = OutcomeKind
 # Send-time codes: vendors.md §3.5 (shared dysms/dyvms `isv.*` family and the RPC gateway codes), §6.
@@ -94,22 +95,6 @@ class AliyunVoiceSettings(ChannelSettings):
     region: str = "cn-hangzhou"
 
 
-def classify(code: str, http_status: int) -> OutcomeKind:
-    """The outcome of a non-OK answer: the table first; unlisted 5xx may have sent; other unlisted fail."""
-    if code in _CODES:
-        return _CODES[code]
-    return K.unknown if http_status >= 500 else K.failed
-
-
-def _parse_time(value: Any) -> datetime | None:
-    if not value:
-        return None
-    try:
-        return datetime.strptime(str(value), "%Y-%m-%d %H:%M:%S").replace(tzinfo=SHANGHAI)
-    except ValueError:
-        return None
-
-
 def _int(value: Any) -> int:
     try:
         return int(value)
@@ -126,7 +111,7 @@ def voice_receipt(item: Mapping[str, Any]) -> Receipt:
         vendor_id=item.get("call_id") or None,
         delivered=answered,
         status=status,
-        at=_parse_time(item.get("end_time")),
+        at=shanghai_time(item.get("end_time")),
         details={"answered": answered, "duration_s": _int(item.get("duration")),
                  "hangup_by": _HANGUP.get(str(item.get("hangup_direction", "")), item.get("hangup_direction")),
                  "intent": None, "status_msg": item.get("status_msg")},
@@ -153,15 +138,26 @@ class AliyunVoiceChannel:
         self.name = name
         self.settings = settings
         self.context = context or ChannelContext()
-        self.base_url = (settings.base_url or DEFAULT_BASE_URL).rstrip("/") + "/"
+        self.rpc = Endpoint((settings.base_url or DEFAULT_BASE_URL).rstrip("/") + "/", VERSION,
+                            settings.access_key_id, settings.access_key_secret, settings.region, self.context.clock)
+        self.http = HttpClients.verified(timeout=settings.timeout)
         self.call_ids: dict[str, str] = {}  #: touch id → CallId, from sends and VoiceReport pushes seen here
+
+    @classmethod
+    def push_routes(cls, configured: Sequence[AliyunVoiceSettings]) -> list[PushRoute]:
+        """VoiceReport call outcomes (vendors.md §5.1), served whether or not a channel uses the adapter
+        (like Aliyun's SMS pushes)."""
+        return [PushRoute("/callbacks/aliyun/voice-report", "aliyun",
+                          lambda body: Inbound(receipts=parse_voice_report(body)), VOICE_REPORT_ACK)]
+
+    def open(self) -> None:
+        self.http.open()
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
 
     def _now(self) -> datetime:
         return self.context.clock() if self.context.clock else datetime.now(UTC)
-
-    def _params(self, action: str, params: Mapping[str, str]) -> dict[str, str]:
-        return signed_params(action, VERSION, params, self.settings.access_key_id,
-                             self.settings.access_key_secret, now=self._now(), region=self.settings.region)
 
     def _request(self, touch: Touch) -> dict[str, str] | Outcome:
         """The SingleCallByTts parameters, or the outcome of a touch that cannot be sent as it is."""
@@ -189,26 +185,21 @@ class AliyunVoiceChannel:
         if isinstance(request, Outcome):
             return request
         try:
-            response = await client.post(self.base_url, data=self._params("SingleCallByTts", request))
+            answer = await self.rpc.call(client, "SingleCallByTts", request)
         except NOT_CONNECTED as exc:
             return not_connected(touch.touch_id, exc)
         except httpx.TransportError as exc:  # written, then timed out or dropped: it may have dialled
             return Outcome(touch.touch_id, K.unknown, code="TRANSPORT", message=type(exc).__name__)
-        try:
-            body = response.json()
-        except ValueError:
-            kind = K.unknown if response.status_code >= 500 else K.failed
-            return Outcome(touch.touch_id, kind, code=f"HTTP_{response.status_code}", message="not JSON")
-        code = str(body.get("Code", ""))
-        if code == "OK":
-            if body.get("CallId"):
-                self.call_ids[touch.touch_id] = str(body["CallId"])
-            return Outcome(touch.touch_id, K.sent, vendor_id=body.get("CallId"), code=code)
-        return Outcome(touch.touch_id, classify(code, response.status_code), code=code,
-                       message=body.get("Message"))
+        if answer.code == "OK":
+            call_id = answer.body.get("CallId")
+            if call_id:
+                self.call_ids[touch.touch_id] = str(call_id)
+            return Outcome(touch.touch_id, K.sent, vendor_id=call_id, code=answer.code)
+        return Outcome(touch.touch_id, rpc.classify(_CODES, answer.code, answer.status), code=answer.code,
+                       message=answer.message)
 
     async def send(self, touches: Sequence[Touch]) -> list[Outcome]:
-        async with httpx.AsyncClient(timeout=self.settings.timeout) as client:
+        async with self.http.client() as client:
             return list(await asyncio.gather(*(self._call_one(client, t) for t in touches)))
 
     def note_receipts(self, receipts: Sequence[Receipt]) -> None:
@@ -229,9 +220,8 @@ class AliyunVoiceChannel:
         query_date = str(int(self._now().timestamp() * 1000))  # must fall on the call's day (vendors.md §5.1)
         params = {"CallId": call_id, "ProdId": PROD_ID_VOICE_NOTIFICATION, "QueryDate": query_date}
         try:
-            response = await client.post(self.base_url, data=self._params("QueryCallDetailByCallId", params))
-            body = response.json()
-        except (httpx.TransportError, ValueError):
+            body = (await self.rpc.call(client, "QueryCallDetailByCallId", params)).body
+        except httpx.TransportError:
             return None  # a pull only reads: the next one will ask again
         if body.get("Code") != "OK" or not body.get("Data"):
             return None
@@ -254,6 +244,6 @@ class AliyunVoiceChannel:
         """Call details for touches whose CallId is known: `address['vendor_id']`, a send or a push seen here."""
         wanted = [(t.touch_id, t.vendor_id or t.address.get("vendor_id") or self.call_ids.get(t.touch_id))
                   for t in touches]
-        async with httpx.AsyncClient(timeout=self.settings.timeout) as client:
+        async with self.http.client() as client:
             found = await asyncio.gather(*(self._detail(client, cid, tid) for tid, cid in wanted if cid))
         return Inbound(receipts=[r for r in found if r is not None])

@@ -25,13 +25,14 @@ from channels.base import (
     CONNECT_FAILED,
     NOT_CONNECTED,
     ChannelContext,
+    HttpClients,
     Inbound,
     Outcome,
     OutcomeKind,
+    PushRoute,
     Receipt,
     Reply,
     Touch,
-    tls_context,
 )
 from channels.fallback import SmsSettings
 from channels.tencent.signing import signed_headers
@@ -172,6 +173,22 @@ class TencentSmsChannel:
         self.clock = (context.clock if context else None) or (lambda: datetime.now(UTC))
         self.url = settings.base_url or "https://sms.tencentcloudapi.com"
         self.host = urlsplit(self.url).netloc
+        self.http = HttpClients.verified(timeout=settings.timeout)
+
+    @classmethod
+    def push_routes(cls, configured: Sequence[TencentSmsSettings]) -> list[PushRoute]:
+        """The status and reply callbacks (§4.6), served whether or not a channel uses Tencent SMS: they
+        are not signed, and apply only to touches sent."""
+        return [PushRoute("/callbacks/tencent/sms-status", "tencent",
+                          lambda body: Inbound(receipts=parse_status_callback(body)), CALLBACK_ACK),
+                PushRoute("/callbacks/tencent/sms-reply", "tencent",
+                          lambda body: Inbound(replies=parse_reply_callback(body)), CALLBACK_ACK)]
+
+    def open(self) -> None:
+        self.http.open()
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
 
     # -- transport --------------------------------------------------------------------------
     async def _call(self, action: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -181,7 +198,7 @@ class TencentSmsChannel:
         headers = signed_headers(action, payload, secret_id=s.secret_id, secret_key=s.secret_key,
                                  host=self.host, region=s.region, timestamp=int(time.time()))
         try:
-            async with httpx.AsyncClient(timeout=s.timeout, verify=tls_context()) as client:
+            async with self.http.client() as client:
                 answer = await client.post(self.url, content=payload, headers=headers)
         except NOT_CONNECTED as exc:  # the request never left
             raise _CallFailed(_K.retry, CONNECT_FAILED, f"{action}: cannot connect: {type(exc).__name__}") from exc

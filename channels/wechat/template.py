@@ -10,7 +10,7 @@ older unknown send stays unknown. Keyword values are checked against the 2023 co
 (≤ 20 characters, no line breaks) before anything is sent.
 
 Delivery results arrive as `TEMPLATESENDJOBFINISH` pushes: `check_signature` and
-`parse_event` serve the callback route; answer it with `ACKNOWLEDGEMENT`.
+`parse_event` serve the callback route (`push_routes`); answer it with `ACKNOWLEDGEMENT`.
 """
 
 from __future__ import annotations
@@ -32,12 +32,14 @@ from channels.base import (
     ChannelContext,
     ChannelError,
     ChannelSettings,
+    HttpClients,
+    Inbound,
     Outcome,
     OutcomeKind,
+    PushRoute,
     Receipt,
     Touch,
     not_connected,
-    tls_context,
 )
 from channels.wechat.token import TokenCache
 from engine.clock import now as clock_now
@@ -103,15 +105,37 @@ class WechatTemplateChannel:
         self.settings = settings
         self.clock: Callable[[], datetime] = context.clock or clock_now
         self.base_url = (settings.base_url or "https://api.weixin.qq.com").rstrip("/")
+        self.http = HttpClients.verified(timeout=settings.timeout)
         self.tokens = TokenCache(context.store, f"wechat:{settings.app_id}", self._fetch_token, clock=self.clock)
         self.first_attempt: dict[str, datetime] = {}  #: touch id → when its first send left this process
+
+    @classmethod
+    def push_routes(cls, configured: Sequence[WechatTemplateSettings]) -> list[PushRoute]:
+        """TEMPLATESENDJOBFINISH pushes and WeChat's address check (GET with `echostr`), one route for
+        every account, signed with one of the configured accounts' `token`; none without a token."""
+        tokens = [s.token for s in configured if s.token]
+        if not tokens:
+            return []
+
+        def signed(query: Mapping[str, str]) -> bool:
+            return any(check_signature(token, query.get("signature", ""), query.get("timestamp", ""),
+                                       query.get("nonce", "")) for token in tokens)
+
+        return [PushRoute("/callbacks/wechat", "wechat", lambda body: Inbound(receipts=parse_event(body)),
+                          ACKNOWLEDGEMENT, methods=("GET", "POST"), verify=signed, echo="echostr")]
+
+    def open(self) -> None:
+        self.http.open()
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
 
     # -- token ----------------------------------------------------------------------------------------
     async def _fetch_token(self) -> tuple[str, int]:
         body = {"grant_type": "client_credential", "appid": self.settings.app_id,
                 "secret": self.settings.app_secret, "force_refresh": False}
         try:
-            async with httpx.AsyncClient(timeout=self.settings.timeout, verify=tls_context()) as client:
+            async with self.http.client() as client:
                 response = await client.post(f"{self.base_url}/cgi-bin/stable_token", json=body)
             answer = response.json()
         except (httpx.HTTPError, ValueError) as exc:
@@ -185,7 +209,7 @@ class WechatTemplateChannel:
                 for touch in ready:
                     self.first_attempt.setdefault(touch.touch_id, now)
                 gate = asyncio.Semaphore(self.settings.concurrency)
-                async with httpx.AsyncClient(timeout=self.settings.timeout, verify=tls_context()) as client:
+                async with self.http.client() as client:
                     results = await asyncio.gather(*(self._post(client, gate, token, t) for t in ready))
                 outcomes.update({o.touch_id: o for o in results})
         return [outcomes[t.touch_id] for t in touches]

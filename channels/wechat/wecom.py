@@ -35,7 +35,6 @@ from channels.base import (
     OutcomeKind,
     Receipt,
     Touch,
-    tls_context,
 )
 from channels.wechat.token import TokenCache
 from engine.clock import now as clock_now
@@ -112,8 +111,7 @@ class WecomChannel:
         self.settings = settings
         self.clock = context.clock or clock_now
         self.base_url = (settings.base_url or "https://qyapi.weixin.qq.com").rstrip("/")
-        self.http = HttpClients(lambda: httpx.AsyncClient(base_url=self.base_url, timeout=self.settings.timeout,
-                                                          verify=tls_context()))
+        self.http = HttpClients.verified(timeout=settings.timeout, base_url=self.base_url)
         self.tokens = TokenCache(context.store, f"wecom:{settings.corp_id}", self._fetch_token, clock=context.clock)
 
     def open(self) -> None:

@@ -1,23 +1,25 @@
 """The vendors' push callbacks, served by `siyu run` on `http.listen` (Starlette on uvicorn).
 
-Each route reads its vendor's own request format with the parser in that adapter's file,
-applies the receipts and replies through engine.run.receipts (idempotent: a receipt pushed
-three times changes nothing the second and third time) and answers with the vendor's own
-acknowledgement. WeChat pushes are checked against the account's token first.
+Each adapter declares the pushes its vendor makes (`channels.base.Pushes.push_routes`): the
+path, the parser in that adapter's file, the vendor's own acknowledgement and, for signed
+pushes, the check. This module builds the routes from the registry (`channels.ADAPTERS`) and
+the configured channels, applies the receipts and replies through engine.run.receipts
+(idempotent: a receipt pushed three times changes nothing the second and third time) and
+answers with the acknowledgement. Today that is:
 
     POST /callbacks/aliyun/sms-report      Aliyun SmsReport (delivery receipts)
     POST /callbacks/aliyun/sms-up          Aliyun SmsUp (replies: 退订 suppresses the number)
     POST /callbacks/aliyun/voice-report    Aliyun VoiceReport (call outcomes)
     POST /callbacks/tencent/sms-status     Tencent delivery callback
     POST /callbacks/tencent/sms-reply      Tencent reply callback
-    GET  /callbacks/wechat                 WeChat server verification (echostr)
-    POST /callbacks/wechat                 WeChat TEMPLATESENDJOBFINISH events
+    GET  /callbacks/wechat                 WeChat server verification (echostr), when an account has a token
+    POST /callbacks/wechat                 WeChat TEMPLATESENDJOBFINISH events, signed with an account's token
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import timedelta
 from typing import Any
 
@@ -26,69 +28,52 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from channels.aliyun import sms as aliyun_sms
-from channels.aliyun import voice as aliyun_voice
-from channels.base import Inbound
-from channels.tencent import sms as tencent_sms
-from channels.wechat import template as wechat_template
+from channels import ADAPTERS
+from channels.base import ChannelSettings, Pushes, PushRoute
 from engine.logs import log
 from engine.run.receipts import ReceiptBook
 
-Parse = Callable[[bytes], Inbound]
 
+def _handler(book: ReceiptBook, route: PushRoute) -> Callable[[Request], Awaitable[Response]]:
+    """Serve one declared push: check, echo, or parse → apply → acknowledge."""
+    ack: Response = (PlainTextResponse(route.ack) if isinstance(route.ack, str) else JSONResponse(dict(route.ack)))
 
-def _receipts_route(book: ReceiptBook, vendor: str, parse: Parse, ack: Response) -> Callable[[Request], Awaitable[Response]]:
     async def handle(request: Request) -> Response:
-        body = await request.body()
+        query = request.query_params
+        if route.verify is not None and not route.verify(query):
+            log.warning("callback.bad_signature", vendor=route.vendor)
+            return PlainTextResponse("bad signature", status_code=403)
+        if route.echo is not None and request.method == "GET":
+            return PlainTextResponse(query.get(route.echo, ""))
         try:
-            inbound = parse(body)
+            inbound = route.parse(await request.body())
         except (ValueError, TypeError, KeyError) as exc:
-            log.warning("callback.malformed", vendor=vendor, path=request.url.path, error=str(exc))
+            log.warning("callback.malformed", vendor=route.vendor, path=request.url.path, error=str(exc))
             return JSONResponse({"code": 400, "msg": "malformed"}, status_code=400)
         counts = await asyncio.to_thread(book.apply, inbound)
-        log.info("callback.applied", vendor=vendor, path=request.url.path, **counts)
+        log.info("callback.applied", vendor=route.vendor, path=request.url.path, **counts)
         return ack
     return handle
 
 
-def _wechat_routes(book: ReceiptBook, tokens: Sequence[str]) -> Callable[[Request], Awaitable[Response]]:
-    async def handle(request: Request) -> Response:
-        q = request.query_params
-        signed = any(wechat_template.check_signature(token, q.get("signature", ""), q.get("timestamp", ""),
-                                                     q.get("nonce", "")) for token in tokens)
-        if not signed:
-            log.warning("callback.bad_signature", vendor="wechat")
-            return PlainTextResponse("bad signature", status_code=403)
-        if request.method == "GET":
-            return PlainTextResponse(q.get("echostr", ""))
-        receipts = wechat_template.parse_event(await request.body())
-        counts = await asyncio.to_thread(book.apply, Inbound(receipts=receipts))
-        log.info("callback.applied", vendor="wechat", **counts)
-        return PlainTextResponse(wechat_template.ACKNOWLEDGEMENT)
-    return handle
+def push_routes(channels: Iterable[ChannelSettings]) -> list[PushRoute]:
+    """Every registered adapter's declared pushes, given the configured `channels`' settings."""
+    providers = [p for s in channels for p in (s, getattr(s, "fallback", None)) if p is not None]
+    routes: dict[str, PushRoute] = {}
+    for name, adapter in ADAPTERS.items():
+        if not isinstance(adapter, Pushes):
+            continue
+        for route in adapter.push_routes([p for p in providers if p.adapter == name]):
+            if route.path in routes:
+                raise ValueError(f"push route {route.path} declared twice (adapter {name})")
+            routes[route.path] = route
+    return list(routes.values())
 
 
-def build_app(book: ReceiptBook, wechat_tokens: Sequence[str] = ()) -> Starlette:
-    """The callback application; `wechat_tokens` are the accounts' server tokens."""
-    aliyun_ack = JSONResponse(aliyun_sms.PUSH_ACK)
-    routes: list[Any] = [
-        Route("/callbacks/aliyun/sms-report", _receipts_route(
-            book, "aliyun", lambda b: Inbound(receipts=aliyun_sms.parse_sms_report(b)), aliyun_ack), methods=["POST"]),
-        Route("/callbacks/aliyun/sms-up", _receipts_route(
-            book, "aliyun", lambda b: Inbound(replies=aliyun_sms.parse_sms_up(b)), aliyun_ack), methods=["POST"]),
-        Route("/callbacks/aliyun/voice-report", _receipts_route(
-            book, "aliyun", lambda b: Inbound(receipts=aliyun_voice.parse_voice_report(b)),
-            JSONResponse(aliyun_voice.VOICE_REPORT_ACK)), methods=["POST"]),
-        Route("/callbacks/tencent/sms-status", _receipts_route(
-            book, "tencent", lambda b: Inbound(receipts=tencent_sms.parse_status_callback(b)),
-            JSONResponse(tencent_sms.CALLBACK_ACK)), methods=["POST"]),
-        Route("/callbacks/tencent/sms-reply", _receipts_route(
-            book, "tencent", lambda b: Inbound(replies=tencent_sms.parse_reply_callback(b)),
-            JSONResponse(tencent_sms.CALLBACK_ACK)), methods=["POST"]),
-    ]
-    if wechat_tokens:
-        routes.append(Route("/callbacks/wechat", _wechat_routes(book, wechat_tokens), methods=["GET", "POST"]))
-    return Starlette(routes=routes)
+def build_app(book: ReceiptBook, channels: Iterable[ChannelSettings] = ()) -> Starlette:
+    """The callback application for the configured `channels` (their settings)."""
+    return Starlette(routes=[Route(r.path, _handler(book, r), methods=list(r.methods))
+                             for r in push_routes(channels)])
 
 
 def server(app: Starlette, listen: str, grace: timedelta) -> Any:

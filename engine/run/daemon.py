@@ -160,9 +160,8 @@ class Daemon:
         from engine.run.callbacks import server as callback_server
         from engine.run.receipts import ReceiptBook
 
-        tokens = [t for t in (getattr(cfg, "token", None) for cfg in self.service.settings.channels.values()) if t]
         book = ReceiptBook(self.service.engine, self.service.settings.sms_unsubscribe)
-        server = callback_server(build_app(book, tokens), listen, CALLBACK_GRACE)
+        server = callback_server(build_app(book, self.service.settings.channels.values()), listen, CALLBACK_GRACE)
 
         async def serve() -> None:
             with contextlib.suppress(SystemExit):  # uvicorn exits the process when it cannot bind

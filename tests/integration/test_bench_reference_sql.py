@@ -1,26 +1,20 @@
 """The benchmark's hand-written queries (bench/reference_sql/) find exactly the members Siyu's
 compiled statement finds, on the demo brand, on SQLite and PostgreSQL.
 
-bench/run.py checks this again at every size before it reports a time; this test keeps the
+`python -m bench.run` checks this again at every size before it reports a time; this test keeps the
 reference queries and the compiler from drifting apart between benchmark runs.
 """
 
 from __future__ import annotations
 
-import sys
 from datetime import date, datetime, time
-from pathlib import Path
 
 import pytest
 
+from bench.audience import PLAYBOOKS, Moment, siyu_ids, sql_ids
 from engine.clock import zone
 from engine.store.connect import open_engine
 from engine.store.demo import DemoSpec, ensure_demo
-
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "bench"))
-
-from audience import PLAYBOOKS, Moment, siyu_ids, sql_ids
 
 TZ = zone("Asia/Shanghai")
 TODAY = date(2026, 11, 16)

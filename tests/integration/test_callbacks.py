@@ -13,6 +13,7 @@ from sqlalchemy import Engine, insert, select
 from channels.fakes.aliyun_sms import SentSms, sms_report_body, sms_up_body
 from channels.fakes.server import FakeServer
 from channels.fakes.wechat_template import WechatFake
+from channels.wechat.template import WechatTemplateSettings
 from engine.run.callbacks import build_app
 from engine.run.receipts import ReceiptBook
 from engine.store.schema import suppressions, touches
@@ -78,7 +79,9 @@ def test_callbacks__wechat_push_needs_the_account_signature(db: Engine) -> None:
     _sent(db, "TWECHAT0000001", "template", "4242")
     fake = WechatFake()
     query, body = fake.push(4242, "failed:user block")
-    with _served(build_app(ReceiptBook(db), wechat_tokens=[fake.push_token])) as client:
+    account = WechatTemplateSettings(adapter="wechat_template", app_id="wx-fake", app_secret="s",
+                                     token=fake.push_token)
+    with _served(build_app(ReceiptBook(db), [account])) as client:
         forged = client.post("/callbacks/wechat", params={**query, "signature": "0" * 40}, content=body)
         assert forged.status_code == 403
         assert _delivery(db, "TWECHAT0000001") == (None, None)
