@@ -9,16 +9,26 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Literal
 
 
 @dataclass(frozen=True)
 class Problem:
-    """One located problem: `file:line:col: message`."""
+    """One located problem: `file:line:col: message`, or `file:line:col: warning: message`.
+
+    An error stops what found it (a playbook that does not load, a refused row); a warning is
+    shown and lets the work go on (`siyu check --strict` treats warnings as errors).
+    """
 
     file: str
     line: int | None
     column: int | None
     message: str
+    severity: Literal["error", "warning"] = "error"
+
+    @property
+    def is_warning(self) -> bool:
+        return self.severity == "warning"
 
     def __str__(self) -> str:
         where = self.file
@@ -26,7 +36,7 @@ class Problem:
             where += f":{self.line}"
             if self.column is not None:
                 where += f":{self.column}"
-        return f"{where}: {self.message}"
+        return f"{where}: warning: {self.message}" if self.is_warning else f"{where}: {self.message}"
 
 
 class SiyuError(Exception):
