@@ -144,7 +144,7 @@ def parse_yaml(text: str, file: str, error: type[ProblemsError], what: str = "pl
         raise error([Problem(file, None, None, "malformed YAML: nested too deeply")]) from None
     documents = [d for d in documents if d is not None]
     if not documents:
-        raise error([Problem(file, None, None, f"empty {what}")])
+        raise error([Problem(file, 1, None, f"empty {what}")])
     if len(documents) > 1:
         line, col = _mark(documents[1])
         raise error([Problem(file, line, col, f"one {what} per file (found a second YAML document)")])
