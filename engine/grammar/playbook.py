@@ -96,6 +96,16 @@ class Offer(GrammarModel):
             raise ValueError("an offer needs `by` with `tiers`, or a single `coupon`")
         if tiered and (self.by is None or self.tiers is None):
             raise ValueError("`by` and `tiers` go together")
+        tiers = self.tiers or []
+        for index, tier in enumerate(tiers):
+            # The first tier whose min the member reaches wins, so an earlier tier with a lower or
+            # equal min takes every member this one could have had.
+            earlier = next((n for n in range(index) if tiers[n].min <= tier.min), None)
+            if earlier is not None:
+                raise PydanticCustomError(
+                    "located", f"tier {index + 1} (min {tier.min}) can never win: tier {earlier + 1} "
+                    f"(min {tiers[earlier].min}) comes first and wins for every member who reaches {tier.min}; "
+                    "list tiers from the highest min down", {"at": ("tiers", index, "min")})
         return self
 
 
@@ -204,8 +214,23 @@ class Playbook(GrammarModel):
     offer: Offer | None = None
     channels: Annotated[list[ChannelStep], Field(min_length=1)]
     limits: Limits = Field(default_factory=Limits)
-    holdout: Annotated[Decimal, Field(ge=0, le=100)] = Decimal(0)
-    """Percent kept as a control group (a per-member sha256 draw)."""
+    holdout: Annotated[int, Field(ge=0, le=100)] = 0
+    """Percent kept as a control group, a whole number 0–100 (a per-member sha256 draw of 0–99)."""
+
+    @field_validator("holdout", mode="before")
+    @classmethod
+    def _whole_percent(cls, value: Any) -> Any:
+        # The draw is a whole number 0–99, so a fraction cannot mean what it says: 0.1 held out 1 %.
+        if isinstance(value, float | Decimal | str) and not isinstance(value, bool):
+            try:
+                number = Decimal(str(value).strip())
+            except ArithmeticError:
+                return value
+            if number.is_finite() and number != number.to_integral_value():
+                raise PydanticCustomError(
+                    "holdout_fraction", "holdout is a percentage, a whole number 0–100 (10 holds out 10 % of "
+                    "members); {value} is not a whole number", {"value": str(value).strip()})
+        return value
 
     @field_validator("timezone")
     @classmethod
