@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from engine import __version__
-from engine.errors import ProblemsError, SiyuError, UsageError
+from engine.errors import Problem, ProblemsError, SiyuError, UsageError
 
 Command = Callable[[argparse.Namespace], int]
 _opened: list[Any] = []  # engines opened by this command, disposed when it ends
@@ -53,10 +53,38 @@ def _engine(url: str, require: bool = True) -> Any:
     return engine
 
 
+def _send_windows(settings: Any) -> dict[str, Any]:
+    """Each channel's send window: the config's channel settings, and the SMS adapter's default
+    (08:00–22:00) when the config has no `sms` channel."""
+    from channels.fallback import SmsSettings
+
+    windows = {name: channel.send_window for name, channel in settings.channels.items() if channel.send_window}
+    if "sms" not in settings.channels:
+        windows["sms"] = SmsSettings.model_fields["send_window"].default
+    return windows
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
 def cmd_check(args: argparse.Namespace) -> int:
+    from engine.grammar.lint import lint_playbooks
+
     settings = _config(args)
     loaded, source = _playbooks_or_examples(args.paths, settings, args.config is not None)
-    print(f"ok: {len(loaded)} playbook(s) valid in {source}")
+    # Every finding of `check`, errors and warnings alike: each further check appends its own.
+    findings: list[Problem] = lint_playbooks(loaded, timezone=settings.timezone, send_windows=_send_windows(settings))
+    for finding in findings:
+        print(finding, file=sys.stderr)
+    warnings = sum(f.is_warning for f in findings)
+    errors = len(findings) - warnings
+    if errors or (args.strict and warnings):
+        strict = "; --strict: warnings count as errors" if args.strict and warnings else ""
+        print(f"siyu check: {_plural(errors, 'error')}, {_plural(warnings, 'warning')} in {source}{strict}",
+              file=sys.stderr)
+        return 1
+    print(f"ok: {len(loaded)} playbook(s) valid in {source}; {_plural(warnings, 'warning')}")
     return 0
 
 
@@ -339,6 +367,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("paths", nargs="*",
                    help="playbook files or directories (default: config playbooks, else ./playbooks, else the bundled examples)")
     p.add_argument("--config", help="config file")
+    p.add_argument("--strict", action="store_true", help="warnings are errors (exit 1)")
 
     p = command("compile", cmd_compile, "print a playbook's audience SQL for the database's dialect")
     p.add_argument("playbook", help="a playbook file")
