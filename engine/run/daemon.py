@@ -89,6 +89,7 @@ class Daemon:
             )]
             self.notifier.ready(self._status())
             log.info("daemon.ready", playbooks=len(self.service.playbooks), owner=self.service.owner)
+            self._log_lint()
             while not self.stop_event.is_set():
                 await self._wait_for_signal_or_failure()
                 if self.reload_event.is_set():
@@ -226,6 +227,11 @@ class Daemon:
                                        id=playbook.id, coalesce=True, max_instances=1,
                                        misfire_grace_time=int(self.service.settings.misfire_grace_td.total_seconds()))
 
+    def _log_lint(self) -> None:
+        """`siyu check`'s warnings, logged: they never stop the daemon or block a reload."""
+        for problem in self.service.lint():
+            log.warning("playbook.warning", problem=str(problem))
+
     async def _reload(self) -> None:
         """SIGHUP: build and validate a whole new config and playbook set, then swap; or keep the old."""
         try:
@@ -247,6 +253,7 @@ class Daemon:
             await replaced.aclose()
             self.retired.append(replaced)
         log.info("reload.done", playbooks=len(fresh.playbooks))
+        self._log_lint()
         self.notifier.status(self._status())
 
     @staticmethod

@@ -31,6 +31,7 @@ from engine.clock import zone
 from engine.config import Settings, load_config
 from engine.decide.contact_policy import ContactPolicies
 from engine.errors import ConfigError, Problem
+from engine.grammar.lint import lint_playbooks
 from engine.grammar.loader import LoadedPlaybook, load_playbooks
 from engine.grammar.playbook import Playbook
 from engine.ledger.token_store import LedgerTokenStore
@@ -105,6 +106,11 @@ class Service:
     @property
     def playbooks(self) -> list[Playbook]:
         return [item.playbook for item in self.loaded]
+
+    def lint(self) -> list[Problem]:
+        """`siyu check`'s warnings for the loaded playbooks, with the configured channels' send windows."""
+        windows = {str(name): cfg.send_window for name, cfg in self.settings.channels.items() if cfg.send_window}
+        return lint_playbooks(self.loaded, timezone=self.settings.timezone, send_windows=windows)
 
     def evaluator(self, clock: Callable[[], datetime] = clock_now) -> Evaluator:
         return Evaluator(self.engine, self.settings, self.playbooks, self.contact, self.owner, clock)
