@@ -24,7 +24,7 @@ from pathlib import Path
 
 from sqlalchemy import Engine
 
-from channels import build_channel
+from channels import build_channel, message_checks
 from channels.base import Channel, ChannelContext
 from engine.clock import now as clock_now
 from engine.clock import zone
@@ -107,7 +107,8 @@ class Service:
         return [item.playbook for item in self.loaded]
 
     def evaluator(self, clock: Callable[[], datetime] = clock_now) -> Evaluator:
-        return Evaluator(self.engine, self.settings, self.playbooks, self.contact, self.owner, clock)
+        return Evaluator(self.engine, self.settings, self.playbooks, self.contact, self.owner, clock,
+                         message_checks({str(name): cfg for name, cfg in self.settings.channels.items()}))
 
     def dispatcher(self, clock: Callable[[], datetime] = clock_now) -> Dispatcher:
         channel_settings = {str(name): cfg for name, cfg in self.settings.channels.items()}
