@@ -57,6 +57,14 @@ def check_channels(loaded: list[LoadedPlaybook], settings: Settings, config_file
                 problems.append(Problem(str(item.path), line, col,
                                         f"channel {step.channel!r} is not configured in {config_file} "
                                         f"(configured: {', '.join(settings.channels) or 'none'})"))
+                continue
+            fallback = getattr(settings.channels[step.channel], "fallback", None)
+            code = getattr(step.message, "template_code", None)
+            if fallback is not None and code is not None and not fallback.maps_template(code):
+                line, col = item.source.locate(("channels", index, step.channel, "template_code")) or (None, None)
+                problems.append(Problem(str(item.path), line, col,
+                                        f"template_code {code!r} cannot be sent by the fallback of channel "
+                                        f"{step.channel!r} ({fallback.adapter}): map it in {config_file}"))
     if problems:
         raise ConfigError(problems)
 
