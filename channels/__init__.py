@@ -6,12 +6,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from channels.aliyun.outbound_bot import AliyunOutboundBotChannel
 from channels.aliyun.sms import AliyunSmsChannel
 from channels.aliyun.voice import AliyunVoiceChannel
-from channels.base import Channel, ChannelContext, ChannelSettings
+from channels.base import Channel, ChannelContext, ChannelSettings, ChecksMessages, MessageCheck
 from channels.fallback import FallbackChannel, resolve_sms_settings
 from channels.log import LogChannel
 from channels.stub import StubChannel
@@ -32,6 +33,24 @@ ADAPTERS: dict[str, Any] = {
 
 
 resolve_sms_settings(AliyunSmsChannel.Settings, TencentSmsChannel.Settings)
+
+
+UNCONFIGURED_CHECKS: dict[str, MessageCheck] = {"template": WechatTemplateChannel.message_check(None)}
+"""The checks that need no settings, for channel names with no configured adapter (a dry-run without
+`--config`): the `template` channel is WeChat's, whose limits hold for every account; the other
+channels' rules depend on the provider and its templates, so none apply."""
+
+
+def message_checks(configured: Mapping[str, ChannelSettings]) -> dict[str, MessageCheck]:
+    """Each channel's `MessageCheck`, built from its settings alone (no network, no HTTP client): the
+    configured adapter's (with a `fallback:`, the primary provider's rules apply; adapters without
+    rules, such as `log`, check nothing), and `UNCONFIGURED_CHECKS` for channels not configured."""
+    checks = {name: check for name, check in UNCONFIGURED_CHECKS.items() if name not in configured}
+    for name, settings in configured.items():
+        adapter = ADAPTERS[settings.adapter]
+        if isinstance(adapter, ChecksMessages):
+            checks[str(name)] = adapter.message_check(settings)
+    return checks
 
 
 def build_channel(name: str, settings: ChannelSettings, context: ChannelContext | None = None) -> Channel:

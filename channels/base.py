@@ -177,6 +177,26 @@ class Channel(Protocol):
     async def lookup(self, touches: Sequence[Touch]) -> list[Outcome]: ...
 
 
+MessageCheck = Callable[[Mapping[str, Any], Mapping[str, Any]], str | None]
+"""(rendered message, address) → the vendor rule the message breaks, or None when the vendor may take it."""
+
+
+@runtime_checkable
+class ChecksMessages(Protocol):
+    """**Protocol:** an adapter class that knows, without calling its vendor, messages its vendor refuses.
+
+    `message_check` is called on the class (not an instance) with the channel's settings and
+    returns a `MessageCheck`: it opens no connection and reads nothing but the settings and the
+    message. It judges the message and the form of its address (one callee, a template the
+    account has), never whether the member is reachable (the engine decides that). The engine
+    applies it when it decides (a broken rule is `suppressed/invalid_message`, the rule in
+    `why`), and the adapter's `send` applies the same function again as a last guard (a
+    `failed` outcome, the vendor never called).
+    """
+
+    def message_check(self, settings: Any) -> MessageCheck: ...
+
+
 @runtime_checkable
 class ReceiptSource(Protocol):
     """**Protocol:** an adapter whose vendor offers a pull API for receipts and replies.

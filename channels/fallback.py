@@ -54,6 +54,16 @@ class SmsSettings(ChannelSettings):
     fallback: SmsProviderSettings | None = None
     """A second SMS provider, used when the first is down or out of balance (never both for one touch)."""
 
+    def maps_template(self, code: str) -> bool:
+        """Whether this provider can send a playbook's `template_code` (adapters that map codes to
+        their own templates narrow it); with a fallback, each of the primary's templates must be
+        one its fallback can send (engine.config says so at start)."""
+        return True
+
+    def template_codes(self) -> frozenset[str]:
+        """The template codes this provider's settings name (those a fallback must be able to send)."""
+        return frozenset(getattr(self, "templates", None) or ())
+
     @field_validator("fallback")
     @classmethod
     def _no_chain(cls, value: ChannelSettings | None) -> ChannelSettings | None:

@@ -118,6 +118,13 @@ def _open_out(stack: ExitStack, out: str | None) -> IO[str]:
     return stack.enter_context(open(out, "w", encoding="utf-8", newline=""))
 
 
+def _message_checks(settings: Any) -> dict[str, Any]:
+    """The configured channels' vendor rules (only the settings-free ones without a config)."""
+    from channels import message_checks
+
+    return message_checks({str(name): cfg for name, cfg in settings.channels.items()})
+
+
 def cmd_dry_run(args: argparse.Namespace) -> int:
     from engine.clock import parse_at, parse_duration, zone
     from engine.decide.preview import dry_run, writer_for
@@ -140,7 +147,8 @@ def cmd_dry_run(args: argparse.Namespace) -> int:
                     writer.start(p.id)
         for decision in dry_run(engine, playbooks, at, default_timezone=settings.timezone,
                                 links=settings.links, event_window=window, policies=settings.policies,
-                                costs=settings.costs, vendor_quiet_hours=settings.vendor_quiet_hours):
+                                costs=settings.costs, vendor_quiet_hours=settings.vendor_quiet_hours,
+                                checks=_message_checks(settings)):
             writer.write(decision)
         writer.close()
     return 0
@@ -154,7 +162,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
     at = parse_at(args.at, zone(settings.timezone))
     playbook = find_playbook(args.playbook, settings)
     engine = _engine(args.db)
-    explanation = explain(engine, playbook, args.member_id, at, settings, event_id=args.event)
+    explanation = explain(engine, playbook, args.member_id, at, settings, event_id=args.event,
+                          checks=_message_checks(settings))
     render_explanation(explanation, sys.stdout)
     return 0
 
@@ -217,7 +226,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     for decision in dry_run(engine, playbooks, at, default_timezone=settings.timezone,
                             links=settings.links, event_window=settings.misfire_grace_td,
                             policies=settings.policies, costs=settings.costs,
-                            vendor_quiet_hours=settings.vendor_quiet_hours):
+                            vendor_quiet_hours=settings.vendor_quiet_hours, checks=_message_checks(settings)):
         writer.write(decision)
     print(f"dry-run of {len(playbooks)} playbook(s) in {source} at {at.isoformat()}; nothing was sent")
     writer.close()

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
 from pydantic import Field, ValidationError, field_validator
 
+from channels.fallback import SmsSettings
 from engine.clock import DEFAULT_TIMEZONE, parse_duration, zone
 from engine.errors import ConfigError, PlaybookError, Problem
 from engine.grammar.addresses import ChannelName
@@ -165,6 +166,25 @@ def load_config(path: Path | None) -> tuple[Settings, Path]:
         settings = Settings.model_validate(data)
     except ValidationError as exc:
         problems += validation_problems(exc, data, source, file)
+    else:
+        problems += _unmapped_by_fallback(settings, source, file)
     if problems:
         raise ConfigError(sorted(problems, key=lambda p: (p.line or 0, p.column or 0)))
     return settings, path.parent
+
+
+def _unmapped_by_fallback(settings: Settings, source: SourceMap, file: str) -> list[Problem]:
+    """A template of an SMS channel that its `fallback:` provider cannot send: each is a problem at the
+    template's line (the touches that fall back would all fail at the fallback)."""
+    problems = []
+    for name, channel in settings.channels.items():
+        if not isinstance(channel, SmsSettings) or not isinstance(channel.fallback, SmsSettings):
+            continue  # no fallback (every fallback is an SMS provider's settings)
+        fallback = channel.fallback
+        for code in sorted(channel.template_codes()):
+            if not fallback.maps_template(code):
+                line, col = source.locate(("channels", name, "templates", code), key=True) or (None, None)
+                problems.append(Problem(file, line, col,
+                                        f"template {code!r} of channel {name!r} cannot be sent by its fallback "
+                                        f"({fallback.adapter}): add it to fallback.templates"))
+    return problems

@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any, Literal
 
 import httpx
@@ -29,6 +31,7 @@ from channels.base import (
     ChannelSettings,
     HttpClients,
     Inbound,
+    MessageCheck,
     Outcome,
     OutcomeKind,
     Receipt,
@@ -115,6 +118,21 @@ def job_receipt(job: Mapping[str, Any], touch_id: str | None) -> Receipt:
     )
 
 
+_SEVERAL = re.compile(r"[,;/、，；]")
+"""Separators between numbers: a phone with one of them names several callees."""
+
+
+def check_message(settings: AliyunOutboundBotSettings, message: Mapping[str, Any], address: Mapping[str, Any]) -> str | None:
+    """The rule of AssignJobs that `message` breaks, or None (`ChecksMessages`): its scenario is
+    configured, and the address names one callee (a call dials one number)."""
+    if str(message.get("scenario")) not in settings.scenarios:
+        return f"no scenario {message.get('scenario')!r} configured"
+    phone = address.get("phone")
+    if isinstance(phone, str) and _SEVERAL.search(phone):
+        return f"one callee per call: phone {phone!r} names several numbers"
+    return None
+
+
 class AliyunOutboundBotChannel:
     """`AssignJobs` per scenario batch; `QueryJobsWithResult` settles lost sends and yields call outcomes."""
 
@@ -165,10 +183,15 @@ class AliyunOutboundBotChannel:
         kind = rpc.classify(_CODES, answer.code, answer.status)
         return [Outcome(t.touch_id, kind, code=answer.code, message=answer.message) for t in batch]
 
+    @classmethod
+    def message_check(cls, settings: AliyunOutboundBotSettings) -> MessageCheck:
+        """`check_message` with this instance's scenarios (`ChecksMessages`)."""
+        return partial(check_message, settings)
+
     def _check(self, touch: Touch) -> Outcome | None:
-        if str(touch.message.get("scenario")) not in self.settings.scenarios:
-            return Outcome(touch.touch_id, K.failed, code="SIYU_NO_SCENARIO",
-                           message=f"no scenario {touch.message.get('scenario')!r} configured")
+        problem = check_message(self.settings, touch.message, touch.address)
+        if problem is not None:
+            return Outcome(touch.touch_id, K.failed, code="SIYU_INVALID_MESSAGE", message=problem)
         if not touch.address.get("phone"):
             return Outcome(touch.touch_id, K.failed_member, code="SIYU_NO_PHONE", message="no phone number")
         return None

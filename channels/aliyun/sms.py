@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
+from functools import partial
 from typing import Any, Literal
 
 import httpx
@@ -29,6 +30,7 @@ from channels.base import (
     ChannelContext,
     HttpClients,
     Inbound,
+    MessageCheck,
     Outcome,
     OutcomeKind,
     PushRoute,
@@ -107,11 +109,38 @@ class AliyunSmsSettings(SmsSettings):
     """Longest template variable value, in characters (UNCONFIRMED: vendors.md §3.5 names no number)."""
     templates: dict[str, list[str]] = Field(default_factory=dict)
     """Optional: template code → the variable names it needs, checked before sending."""
+
+    def maps_template(self, code: str) -> bool:
+        """Whether a playbook's `template_code` can be sent: any code (it is Aliyun's own) unless
+        `templates` lists the codes, then only those."""
+        return not self.templates or code in self.templates
     lookup_days: int = Field(2, ge=1, le=30)
     """`lookup` searches this many Shanghai days back (today included) for a lost send."""
     page_size: int = Field(50, ge=1, le=50)
     query_concurrency: int = Field(20, ge=1, le=200)
     """QuerySendDetails calls in flight at once (receipt pulls and lookups ask once per phone and day)."""
+
+
+def check_message(settings: AliyunSmsSettings, message: Mapping[str, Any], address: Mapping[str, Any]) -> str | None:
+    """The rule of this account that `message` breaks, or None (`ChecksMessages`): a template code,
+    params as a mapping, every parameter the template lists in `templates` with a value, none
+    empty (None), none longer than `max_param_length`."""
+    code = message.get("template_code")
+    params = message.get("params") or {}
+    if not code:
+        return "no template_code"
+    if not isinstance(params, Mapping):
+        return "params is not a mapping"
+    missing = [n for n in settings.templates.get(str(code), []) if params.get(n) in (None, "")]
+    missing += [str(n) for n, v in params.items() if v is None]
+    if missing:
+        return f"template {code}: missing parameters {', '.join(sorted(set(missing)))}"
+    values = {str(n): str(v) for n, v in params.items()}  # Aliyun wants every value as a string
+    too_long = [n for n, v in values.items() if len(v) > settings.max_param_length]
+    if too_long:
+        return (f"template {code}: parameters {', '.join(sorted(too_long))} longer than "
+                f"{settings.max_param_length} characters")
+    return None
 
 
 SEND_DAY_SLACK = timedelta(minutes=10)
@@ -155,26 +184,21 @@ class AliyunSmsChannel:
 
     # -- send ----------------------------------------------------------------------------------
 
+    @classmethod
+    def message_check(cls, settings: AliyunSmsSettings) -> MessageCheck:
+        """`check_message` with this account's templates and length limit (`ChecksMessages`)."""
+        return partial(check_message, settings)
+
     def _check(self, touch: Touch) -> tuple[dict[str, str] | None, str | None]:
         """The `SendSms` parameters of `touch`, or why it must not be sent."""
         phone = touch.address.get("phone")
-        code = touch.message.get("template_code")
-        params = touch.message.get("params") or {}
         if not phone:
             return None, "no phone number"
-        if not code:
-            return None, "no template_code"
-        if not isinstance(params, dict):
-            return None, "params is not a mapping"
-        missing = [n for n in self.settings.templates.get(str(code), []) if params.get(n) in (None, "")]
-        missing += [str(n) for n, v in params.items() if v is None]
-        if missing:
-            return None, f"template {code}: missing parameters {', '.join(sorted(set(missing)))}"
-        values = {str(n): str(v) for n, v in params.items()}  # Aliyun wants every value as a string
-        too_long = [n for n, v in values.items() if len(v) > self.settings.max_param_length]
-        if too_long:
-            return None, (f"template {code}: parameters {', '.join(sorted(too_long))} longer than "
-                          f"{self.settings.max_param_length} characters")
+        problem = check_message(self.settings, touch.message, touch.address)
+        if problem is not None:
+            return None, problem
+        code = touch.message["template_code"]
+        values = {str(n): str(v) for n, v in touch.message.get("params", {}).items()}
         return {"PhoneNumbers": str(phone), "SignName": self.settings.sign_name, "TemplateCode": str(code),
                 "TemplateParam": json.dumps(values, ensure_ascii=False), "OutId": touch.touch_id}, None
 

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any, Literal
 
 import httpx
@@ -26,6 +28,7 @@ from channels.base import (
     ChannelSettings,
     HttpClients,
     Inbound,
+    MessageCheck,
     Outcome,
     OutcomeKind,
     PushRoute,
@@ -95,6 +98,21 @@ class AliyunVoiceSettings(ChannelSettings):
     region: str = "cn-hangzhou"
 
 
+_SEVERAL = re.compile(r"[,;/、，；]")
+"""Separators between numbers: a phone with one of them names several callees."""
+
+
+def check_message(settings: AliyunVoiceSettings, message: Mapping[str, Any], address: Mapping[str, Any]) -> str | None:
+    """The rule of SingleCallByTts that `message` breaks, or None (`ChecksMessages`): its scenario is
+    configured, and the address names one callee (a call dials one number)."""
+    if str(message.get("scenario")) not in settings.scenarios:
+        return f"no scenario {message.get('scenario')!r} configured"
+    phone = address.get("phone")
+    if isinstance(phone, str) and _SEVERAL.search(phone):
+        return f"one callee per call: phone {phone!r} names several numbers"
+    return None
+
+
 def _int(value: Any) -> int:
     try:
         return int(value)
@@ -159,12 +177,17 @@ class AliyunVoiceChannel:
     def _now(self) -> datetime:
         return self.context.clock() if self.context.clock else datetime.now(UTC)
 
+    @classmethod
+    def message_check(cls, settings: AliyunVoiceSettings) -> MessageCheck:
+        """`check_message` with this account's scenarios (`ChecksMessages`)."""
+        return partial(check_message, settings)
+
     def _request(self, touch: Touch) -> dict[str, str] | Outcome:
         """The SingleCallByTts parameters, or the outcome of a touch that cannot be sent as it is."""
-        scenario = self.settings.scenarios.get(str(touch.message.get("scenario")))
-        if scenario is None:
-            return Outcome(touch.touch_id, K.failed, code="SIYU_NO_SCENARIO",
-                           message=f"no scenario {touch.message.get('scenario')!r} configured")
+        problem = check_message(self.settings, touch.message, touch.address)
+        if problem is not None:
+            return Outcome(touch.touch_id, K.failed, code="SIYU_INVALID_MESSAGE", message=problem)
+        scenario = self.settings.scenarios[str(touch.message.get("scenario"))]
         phone = touch.address.get("phone")
         if not isinstance(phone, str) or not phone:
             return Outcome(touch.touch_id, K.failed_member, code="SIYU_NO_PHONE", message="no phone number")

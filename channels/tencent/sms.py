@@ -14,6 +14,7 @@ import json
 import time
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
@@ -27,6 +28,7 @@ from channels.base import (
     ChannelContext,
     HttpClients,
     Inbound,
+    MessageCheck,
     Outcome,
     OutcomeKind,
     PushRoute,
@@ -144,6 +146,10 @@ class TencentSmsSettings(SmsSettings):
     region: str = "ap-guangzhou"
     templates: dict[str, TencentTemplate] = Field(default_factory=dict)
     """Playbook template_code → Tencent template id and parameter order."""
+
+    def maps_template(self, code: str) -> bool:
+        """Whether a playbook's `template_code` can be sent: only codes mapped in `templates`."""
+        return code in self.templates
     base_url: str | None = "https://sms.tencentcloudapi.com"
     param_max_length: int | None = Field(None, ge=1)
     """Longest template parameter accepted (personal accounts: 12, §4.4); None: no local check."""
@@ -154,6 +160,31 @@ class TencentSmsSettings(SmsSettings):
     """How far back `lookup` lists sends to a number (the vendor allows 7 days)."""
     reply_source: Literal["by_phone", "queue"] = "by_phone"
     """`pull` replies per touched number, or from the `PullSmsReplyStatus` queue (needs activation)."""
+
+
+def _message_problem(settings: TencentSmsSettings, message: Mapping[str, Any]) -> tuple[str, str] | None:
+    """(code, rule) of the first rule `message` breaks for this account, or None: its template_code is
+    mapped to a Tencent template, every parameter that template takes has a value, none is too long."""
+    code = str(message.get("template_code", ""))
+    template = settings.templates.get(code)
+    if template is None:
+        return "siyu.TemplateNotMapped", f"template_code {code!r} has no Tencent template in `templates`"
+    params = message.get("params") or {}
+    if not isinstance(params, Mapping):
+        return "siyu.MissingTemplateParameter", "params is not a mapping"
+    missing = [p for p in template.params if params.get(p) in (None, "")]
+    if missing:
+        return "siyu.MissingTemplateParameter", f"missing template parameters: {missing}"
+    limit = settings.param_max_length
+    if limit is not None and any(len(str(params[p])) > limit for p in template.params):
+        return "siyu.TemplateParameterLengthLimit", f"a parameter exceeds {limit} characters"
+    return None
+
+
+def check_message(settings: TencentSmsSettings, message: Mapping[str, Any], address: Mapping[str, Any]) -> str | None:
+    """The rule of this account that `message` breaks, or None (`ChecksMessages`)."""
+    problem = _message_problem(settings, message)
+    return None if problem is None else problem[1]
 
 
 class _CallFailed(Exception):
@@ -219,27 +250,23 @@ class TencentSmsChannel:
         return dict(response)
 
     # -- send -------------------------------------------------------------------------------
+    @classmethod
+    def message_check(cls, settings: TencentSmsSettings) -> MessageCheck:
+        """`check_message` with this account's templates (`ChecksMessages`)."""
+        return partial(check_message, settings)
+
     def _check(self, touch: Touch) -> tuple[str, str, tuple[str, ...]] | Outcome:
         """(E.164 number, template id, ordered params) or the outcome that stops this touch locally."""
-        def fail(kind: OutcomeKind, code: str, message: str) -> Outcome:
-            return Outcome(touch.touch_id, kind, code=code, message=message)
-
-        code = str(touch.message.get("template_code", ""))
-        template = self.settings.templates.get(code)
-        if template is None:
-            return fail(_K.failed, "siyu.TemplateNotMapped",
-                        f"template_code {code!r} has no Tencent template in `templates`")
+        problem = _message_problem(self.settings, touch.message)
+        if problem is not None:
+            return Outcome(touch.touch_id, _K.failed, code=problem[0], message=problem[1])
+        template = self.settings.templates[str(touch.message.get("template_code", ""))]
         params = touch.message.get("params") or {}
-        missing = [p for p in template.params if params.get(p) in (None, "")]
-        if missing:
-            return fail(_K.failed, "siyu.MissingTemplateParameter", f"missing template parameters: {missing}")
         values = tuple(str(params[p]) for p in template.params)
-        limit = self.settings.param_max_length
-        if limit is not None and any(len(v) > limit for v in values):
-            return fail(_K.failed, "siyu.TemplateParameterLengthLimit", f"a parameter exceeds {limit} characters")
         phone = e164(str(touch.address.get("phone", "")))
         if phone is None:
-            return fail(_K.failed_member, "siyu.IncorrectPhoneNumber", "not a mainland mobile number")
+            return Outcome(touch.touch_id, _K.failed_member, code="siyu.IncorrectPhoneNumber",
+                           message="not a mainland mobile number")
         return phone, template.id, values
 
     def _batches(self, ready: list[tuple[Touch, str, str, tuple[str, ...]]]) -> list[list[tuple[Touch, str]]]:

@@ -21,6 +21,7 @@ import hmac
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any, Literal
 
 import httpx
@@ -34,6 +35,7 @@ from channels.base import (
     ChannelSettings,
     HttpClients,
     Inbound,
+    MessageCheck,
     Outcome,
     OutcomeKind,
     PushRoute,
@@ -76,6 +78,31 @@ ACKNOWLEDGEMENT = "success"
 EVENT = "TEMPLATESENDJOBFINISH"
 
 
+DEFAULT_KEYWORD_LENGTH = 20
+"""2023 content rules: a keyword value (`thing` and the other types) is at most 20 characters."""
+
+
+def check_message(message: Mapping[str, Any], address: Mapping[str, Any], *,
+                  max_keyword_length: int = DEFAULT_KEYWORD_LENGTH) -> str | None:
+    """The rule of WeChat's 2023 template rules that `message` breaks, or None (`ChecksMessages`):
+    a template id, keyword data, each value at most `max_keyword_length` characters, on one line."""
+    if not message.get("template_id"):
+        return "no template_id in the message"
+    data = message.get("data")
+    if not isinstance(data, dict) or not data:
+        return "no keyword data in the message"
+    for key, raw in data.items():
+        value = raw.get("value") if isinstance(raw, dict) else raw
+        if not isinstance(value, str | int | float):
+            return f"data.{key}: no value"
+        text = str(value)
+        if len(text) > max_keyword_length:
+            return f"data.{key}: {len(text)} characters, at most {max_keyword_length} allowed"
+        if "\n" in text or "\r" in text:
+            return f"data.{key}: line breaks are not allowed"
+    return None
+
+
 class WechatTemplateSettings(ChannelSettings):
     adapter: Literal["wechat_template"]
     app_id: str
@@ -83,7 +110,7 @@ class WechatTemplateSettings(ChannelSettings):
     base_url: str | None = "https://api.weixin.qq.com"
     token: str | None = None
     """The account's server token (服务器配置): checks the signature of `TEMPLATESENDJOBFINISH` pushes."""
-    max_keyword_length: int = Field(20, ge=1)
+    max_keyword_length: int = Field(DEFAULT_KEYWORD_LENGTH, ge=1)
     """2023 content rules: each keyword value is at most this many characters."""
     dedup_window: Duration = timedelta(minutes=10)
     """How long WeChat dedups by `client_msg_id` (UNCONFIRMED beyond "10 minutes"): `lookup` resends within it."""
@@ -108,6 +135,7 @@ class WechatTemplateChannel:
         self.http = HttpClients.verified(timeout=settings.timeout)
         self.tokens = TokenCache(context.store, f"wechat:{settings.app_id}", self._fetch_token, clock=self.clock)
         self.first_attempt: dict[str, datetime] = {}  #: touch id → when its first send left this process
+        self.check = self.message_check(settings)
 
     @classmethod
     def push_routes(cls, configured: Sequence[WechatTemplateSettings]) -> list[PushRoute]:
@@ -159,25 +187,17 @@ class WechatTemplateChannel:
             return Outcome("", K.retry, code="TOKEN", message=str(exc))
 
     # -- send -----------------------------------------------------------------------------------------
+    @classmethod
+    def message_check(cls, settings: WechatTemplateSettings | None) -> MessageCheck:
+        """The 2023 template rules (`check_message`) at this account's keyword limit (`ChecksMessages`)."""
+        limit = DEFAULT_KEYWORD_LENGTH if settings is None else settings.max_keyword_length
+        return partial(check_message, max_keyword_length=limit)
+
     def _problem(self, touch: Touch) -> str | None:
-        """Why the vendor would reject or mangle this touch, checked before sending (2023 rules)."""
+        """Why the vendor would reject or mangle this touch, checked before sending."""
         if not touch.address.get("oa_openid"):
             return "no oa_openid in the address"
-        if not touch.message.get("template_id"):
-            return "no template_id in the message"
-        data = touch.message.get("data")
-        if not isinstance(data, dict) or not data:
-            return "no keyword data in the message"
-        for key, raw in data.items():
-            value = raw.get("value") if isinstance(raw, dict) else raw
-            if not isinstance(value, str | int | float):
-                return f"data.{key}: no value"
-            text = str(value)
-            if len(text) > self.settings.max_keyword_length:
-                return f"data.{key}: {len(text)} characters, at most {self.settings.max_keyword_length} allowed"
-            if "\n" in text or "\r" in text:
-                return f"data.{key}: line breaks are not allowed"
-        return None
+        return self.check(touch.message, touch.address)
 
     @staticmethod
     def _body(touch: Touch) -> dict[str, Any]:

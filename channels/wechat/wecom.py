@@ -16,7 +16,7 @@ text, sender and recipient. Tokens come from `gettoken` through the store-shared
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
@@ -31,6 +31,7 @@ from channels.base import (
     ChannelSettings,
     HttpClients,
     Inbound,
+    MessageCheck,
     Outcome,
     OutcomeKind,
     Receipt,
@@ -87,6 +88,22 @@ class WecomSettings(ChannelSettings):
     """How far back `lookup` lists tasks when settling an unknown send (the vendor allows ≤ 1 month)."""
 
 
+MAX_TEXT_BYTES = 4000
+"""`text.content` of `add_msg_template` is at most 4,000 bytes (vendors.md §1.2)."""
+
+
+def check_message(message: Mapping[str, Any], address: Mapping[str, Any]) -> str | None:
+    """The rule of `add_msg_template` that `message` breaks, or None (`ChecksMessages`): a text, of
+    at most `MAX_TEXT_BYTES` bytes in UTF-8."""
+    text = message.get("text")
+    if not isinstance(text, str) or not text:
+        return "no text in the message"
+    size = len(text.encode())
+    if size > MAX_TEXT_BYTES:
+        return f"text: {size} bytes, at most {MAX_TEXT_BYTES} allowed"
+    return None
+
+
 @dataclass
 class _Failure(Exception):
     """A vendor call that did not succeed, already classified."""
@@ -113,6 +130,11 @@ class WecomChannel:
         self.base_url = (settings.base_url or "https://qyapi.weixin.qq.com").rstrip("/")
         self.http = HttpClients.verified(timeout=settings.timeout, base_url=self.base_url)
         self.tokens = TokenCache(context.store, f"wecom:{settings.corp_id}", self._fetch_token, clock=context.clock)
+
+    @classmethod
+    def message_check(cls, settings: WecomSettings | None) -> MessageCheck:
+        """`check_message`: the vendor's rules need no setting (`ChecksMessages`)."""
+        return check_message
 
     def open(self) -> None:
         self.http.open()
@@ -211,9 +233,10 @@ class WecomChannel:
                     for t in missing]
         if not group:
             return outcomes
-        if not first.address.get("wecom_staff_userid") or not first.message.get("text"):
-            return outcomes + [Outcome(t.touch_id, K.failed, code="bad_touch", message="no staff userid or text")
-                               for t in group]
+        problem = "no staff userid" if not first.address.get("wecom_staff_userid") \
+            else check_message(first.message, first.address)
+        if problem is not None:
+            return outcomes + [Outcome(t.touch_id, K.failed, code="bad_touch", message=problem) for t in group]
         body = {"chat_type": "single", "external_userid": sorted({str(t.address["wecom_external_userid"])
                                                                   for t in group}),
                 "sender": str(first.address["wecom_staff_userid"]), "text": {"content": str(first.message["text"])}}

@@ -5,6 +5,9 @@
 3. touched or held out by this playbook within `cooldown_days` → suppressed/cooldown
 4. the per-member holdout draw → holdout
 5. the first `max_per_run` still standing (member_id byte order) → send; the rest suppressed/max_per_run
+6. (of the sends) a message that fails to render → suppressed/render_error; one its channel's vendor
+   would refuse (the adapter's own check, passed in as `checks`) → suppressed/invalid_message, the
+   broken rule in `why`. The member's next channel is not tried.
 
 The dry-run, `tick` and the daemon all take their decisions here.
 """
@@ -12,7 +15,7 @@ The dry-run, `tick` and the daemon all take their decisions here.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
@@ -25,13 +28,17 @@ from sqlalchemy import Connection
 
 from engine.decide.compiler import FEN_PER_YUAN, CompiledAudience, Frame, compile_audience
 from engine.decide.gate import Candidate, Choice, Gate
-from engine.grammar.addresses import reach_column
+from engine.grammar.addresses import ADDRESS_FIELDS, reach_column
 from engine.grammar.playbook import Coupon, Offer, Playbook
 from engine.grammar.templates import render_value
 from engine.grammar.values import MEMBER_FIELDS
 
 AudienceRow = Mapping[Any, Any]
 """One row of a compiled audience statement (a SQLAlchemy RowMapping)."""
+
+MessageCheck = Callable[[Mapping[str, Any], Mapping[str, Any]], str | None]
+"""(rendered message, address) → the vendor rule it breaks, or None: a channel adapter's own check
+(`channels.base.ChecksMessages`), handed in by whoever knows the configured channels."""
 
 
 @dataclass(frozen=True)
@@ -186,6 +193,7 @@ class Evaluation:
     event_window: timedelta | None = None
     occurrence: str | None = None
     skip_decided: bool = False
+    checks: Mapping[str, MessageCheck] = field(default_factory=dict)  #: by channel name; none: not checked
     sends: int = 0
     _touched: set[str] = field(default_factory=set)
     _payloads: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -284,6 +292,13 @@ class Evaluation:
         except Exception as exc:  # noqa: BLE001 - any failure of a marketer's template suppresses this touch
             s.facts["render_error"] = str(exc) if isinstance(exc, TemplateError) else f"{type(exc).__name__}: {exc}"
             return verdict("suppressed", "render_error")
+        check = self.checks.get(choice.channel)
+        if check is not None:
+            address = {name: s.row[name] for name in ADDRESS_FIELDS.get(choice.channel, ())}
+            problem = check(message, address)
+            if problem is not None:
+                s.facts["invalid_message"] = problem
+                return verdict("suppressed", "invalid_message")
         self.sends += 1
         self._remember(s.candidate.member_id)
         return verdict("send", channel=choice.channel, offer=s.offer, message=message,

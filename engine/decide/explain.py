@@ -7,6 +7,7 @@ dry-run uses (so they always agree).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -15,7 +16,7 @@ from typing import IO, Any
 from sqlalchemy import Engine, select
 
 from engine.decide.compiler import CompiledAudience, Frame, compile_audience
-from engine.decide.decisions import AudienceRow, Decision, member_context
+from engine.decide.decisions import AudienceRow, Decision, MessageCheck, member_context
 from engine.decide.preview import dry_run, playbook_zone
 from engine.errors import SiyuError, UsageError
 from engine.grammar import audience as a
@@ -113,7 +114,8 @@ def _leaf_title(leaf: Any) -> str:
 
 
 def explain(engine: Engine, playbook: Playbook, member_id: str, at: datetime, settings: Any,
-            event_id: str | None = None, event_window: timedelta | None = None) -> Explanation:
+            event_id: str | None = None, event_window: timedelta | None = None,
+            checks: Mapping[str, MessageCheck] | None = None) -> Explanation:
     frame = Frame(at, playbook_zone(playbook, settings.timezone), engine.dialect.name)
     window = event_window or settings.misfire_grace_td
     with engine.connect() as conn:
@@ -126,7 +128,7 @@ def explain(engine: Engine, playbook: Playbook, member_id: str, at: datetime, se
     decision = None
     for candidate in dry_run(engine, [playbook], at, default_timezone=settings.timezone, links=settings.links,
                              event_window=window, policies=settings.policies, costs=settings.costs,
-                             vendor_quiet_hours=settings.vendor_quiet_hours):
+                             vendor_quiet_hours=settings.vendor_quiet_hours, checks=checks):
         if candidate.member_id == member_id and (event_id is None or candidate.event_id == event_id):
             decision = candidate
             break

@@ -26,7 +26,7 @@ from sqlalchemy import Engine
 from engine.clock import zone
 from engine.decide.compiler import Frame
 from engine.decide.contact_policy import ContactPolicy
-from engine.decide.decisions import Decision, Evaluation
+from engine.decide.decisions import Decision, Evaluation, MessageCheck
 from engine.decide.gate import LedgerGate
 from engine.grammar.playbook import Playbook
 from engine.grammar.policies import PolicySettings, QuietWindow
@@ -44,8 +44,12 @@ def evaluation_order(playbooks: Iterable[Playbook]) -> list[Playbook]:
 def dry_run(engine: Engine, playbooks: Iterable[Playbook], at: datetime, *, default_timezone: str,
             links: Mapping[str, str], event_window: timedelta, policies: PolicySettings | None = None,
             costs: Mapping[str, Decimal] | None = None,
-            vendor_quiet_hours: Mapping[str, QuietWindow] | None = None) -> Iterator[Decision]:
+            vendor_quiet_hours: Mapping[str, QuietWindow] | None = None,
+            checks: Mapping[str, MessageCheck] | None = None) -> Iterator[Decision]:
     """Every enabled playbook's decisions as of `at` (events due in (at − event_window, at]).
+
+    `checks` are the channels' vendor rules (`channels.message_checks`), applied as `tick` applies
+    them: a message that breaks one is `suppressed/invalid_message`.
 
     Policies read the ledger (caps, budgets, suppressions, cooldowns) but the dry-run does
     not simulate caps between the playbooks it previews, and writes nothing.
@@ -55,7 +59,7 @@ def dry_run(engine: Engine, playbooks: Iterable[Playbook], at: datetime, *, defa
         for playbook in evaluation_order(p for p in playbooks if p.enabled):
             frame = Frame(at, playbook_zone(playbook, default_timezone), engine.dialect.name)
             evaluation = Evaluation(playbook, frame, links,
-                                    event_window if playbook.is_event_triggered else None)
+                                    event_window if playbook.is_event_triggered else None, checks=checks or {})
             policy = ContactPolicy.of(playbook, policies, costs or {}, vendor_quiet_hours)
             gate = LedgerGate(ledger_conn, playbook.id, policy, now=at, tz=zone(default_timezone))
             yield from evaluation.decisions(conn, gate)

@@ -14,7 +14,7 @@ records the rows.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
@@ -28,7 +28,7 @@ from engine.clock import zone
 from engine.config import Settings
 from engine.decide.compiler import Frame
 from engine.decide.contact_policy import ContactPolicies, ContactPolicy
-from engine.decide.decisions import Decision, Evaluation
+from engine.decide.decisions import Decision, Evaluation, MessageCheck
 from engine.decide.gate import LedgerGate
 from engine.decide.preview import evaluation_order, playbook_zone
 from engine.grammar.playbook import Playbook
@@ -72,6 +72,7 @@ class Evaluator:
     contact: ContactPolicies  #: the contact policy of each playbook
     owner: str
     clock: Callable[[], datetime] = clock_now
+    checks: Mapping[str, MessageCheck] = field(default_factory=dict)  #: the channels' vendor rules, by name
     counts: Counter[str] = field(default_factory=Counter)
 
     def due_occurrences(self, until: datetime, since: datetime) -> list[tuple[datetime, Playbook]]:
@@ -137,7 +138,7 @@ class Evaluator:
                 return False
         tz = playbook_zone(playbook, self.settings.timezone)
         evaluation = Evaluation(playbook, Frame(scheduled_for, tz, self.engine.dialect.name), self.settings.links,
-                                occurrence=key, skip_decided=True)
+                                occurrence=key, skip_decided=True, checks=self.checks)
         with self.engine.connect() as conn:
             evaluation.sends = ledger.sends_in_run(conn, playbook.id, key)
         counts = self._decide(evaluation, playbook, scheduled_for)
@@ -150,7 +151,7 @@ class Evaluator:
         """Decide `playbook` for every event whose occurred_at + delay is in (since, at], as of `at`."""
         tz = playbook_zone(playbook, self.settings.timezone)
         evaluation = Evaluation(playbook, Frame(at, tz, self.engine.dialect.name), self.settings.links,
-                                event_window=at - since, skip_decided=True)
+                                event_window=at - since, skip_decided=True, checks=self.checks)
         counts = self._decide(evaluation, playbook, at)
         if counts:
             log.info("events.decided", playbook=playbook.id, at=at.isoformat(), **counts)

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from sqlalchemy import Engine
 
-from channels import build_channel
+from channels import build_channel, message_checks
 from channels.base import Channel, ChannelContext
 from engine.clock import now as clock_now
 from engine.clock import zone
@@ -58,6 +58,14 @@ def check_channels(loaded: list[LoadedPlaybook], settings: Settings, config_file
                 problems.append(Problem(str(item.path), line, col,
                                         f"channel {step.channel!r} is not configured in {config_file} "
                                         f"(configured: {', '.join(settings.channels) or 'none'})"))
+                continue
+            fallback = getattr(settings.channels[step.channel], "fallback", None)
+            code = getattr(step.message, "template_code", None)
+            if fallback is not None and code is not None and not fallback.maps_template(code):
+                line, col = item.source.locate(("channels", index, step.channel, "template_code")) or (None, None)
+                problems.append(Problem(str(item.path), line, col,
+                                        f"template_code {code!r} cannot be sent by the fallback of channel "
+                                        f"{step.channel!r} ({fallback.adapter}): map it in {config_file}"))
     if problems:
         raise ConfigError(problems)
 
@@ -113,7 +121,8 @@ class Service:
         return lint_playbooks(self.loaded, timezone=self.settings.timezone, send_windows=windows)
 
     def evaluator(self, clock: Callable[[], datetime] = clock_now) -> Evaluator:
-        return Evaluator(self.engine, self.settings, self.playbooks, self.contact, self.owner, clock)
+        return Evaluator(self.engine, self.settings, self.playbooks, self.contact, self.owner, clock,
+                         message_checks({str(name): cfg for name, cfg in self.settings.channels.items()}))
 
     def dispatcher(self, clock: Callable[[], datetime] = clock_now) -> Dispatcher:
         channel_settings = {str(name): cfg for name, cfg in self.settings.channels.items()}
