@@ -3,8 +3,8 @@ who is reachable where, the name of the column that says so, and the one phone n
 
 Reachability is data here, not SQL: a member is reachable on a channel when every field of
 its address is present (not null, not empty) and each of its flags holds (`sms` and `ai_call`:
-a phone and no opt-out of that channel; `wecom`: the external user id and the staff member who
-owns the friendship; `template`: a subscribed official-account openid). The store renders it
+a phone that is a bare mainland mobile number and no opt-out of that channel; `wecom`: the
+external user id and the staff member who owns the friendship; `template`: a subscribed official-account openid). The store renders it
 as SQL (`engine.store.reachability`), since SQL lives only in the store, the compiler and the
 ledger; kept as data, it stays importable by the adapters, which may import the grammar but
 not the store, and which must never re-decide it.
