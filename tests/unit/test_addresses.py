@@ -101,19 +101,19 @@ _SQLITE = create_engine("sqlite://")
 def test_mobile_shape__the_sql_accepts_exactly_what_is_its_own_normal_form(text: str) -> None:
     """The reachability SQL (run on SQLite) passes a stored phone exactly when `mainland_mobile` gives it back
     unchanged: the store and the normaliser agree on what a reachable phone is."""
-    from engine.store.reachability import _mobile_shaped
+    from engine.store.reachability import mobile_shaped
 
     with _SQLITE.connect() as conn:
-        shaped = bool(conn.scalar(select(_mobile_shaped(literal(text)))))
+        shaped = bool(conn.scalar(select(mobile_shaped(literal(text)))))
     assert shaped == (mainland_mobile(text) == text)
 
 
 def test_mobile_shape__the_same_sql_on_both_dialects() -> None:
     """The phone rule renders the same text on SQLite and PostgreSQL (no regex, no collation-dependent range)."""
-    from engine.store.reachability import _mobile_shaped
+    from engine.store.reachability import mobile_shaped
 
     members = table("members", column("phone"))
-    rendered = [str(_mobile_shaped(members.c.phone).compile(dialect=d(), compile_kwargs={"literal_binds": True}))
+    rendered = [str(mobile_shaped(members.c.phone).compile(dialect=d(), compile_kwargs={"literal_binds": True}))
                 for d in (sqlite.dialect, postgresql.dialect)]
     assert rendered[0] == rendered[1]
     assert "length(members.phone) = 11" in rendered[0] and "substr(members.phone, 2, 1) IN" in rendered[0]

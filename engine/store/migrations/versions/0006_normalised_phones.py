@@ -21,6 +21,7 @@ import sqlalchemy as sa
 from alembic import op
 
 from engine.grammar.addresses import mainland_mobile, masked
+from engine.store.reachability import mobile_shaped
 
 revision = '0006'
 down_revision = '0005'
@@ -37,8 +38,8 @@ _suppressions = sa.table('suppressions', sa.column('id', sa.Integer), sa.column(
 def upgrade() -> None:
     conn = op.get_bind()
     left: list[str] = []
-    rows = conn.execute(sa.select(_members.c.member_id, _members.c.phone)
-                        .where(_members.c.phone.is_not(None), _members.c.phone != '')).all()
+    rows = conn.execute(sa.select(_members.c.member_id, _members.c.phone).where(  # only phones not yet bare
+        _members.c.phone.is_not(None), _members.c.phone != '', sa.not_(mobile_shaped(_members.c.phone)))).all()
     changed = []
     for member_id, phone in rows:
         number = mainland_mobile(phone)
