@@ -4,11 +4,12 @@ the member whatever spelling either came in, and migration 0006 normalises what 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import subprocess
 import sys
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,9 @@ from sqlalchemy import Engine, insert, select
 from channels.aliyun.sms import parse_sms_up
 from channels.base import Inbound, Reply
 from channels.fakes.aliyun_sms import sms_up_body
-from channels.tencent.sms import parse_reply_callback
+from channels.fakes.server import FakeServer
+from channels.fakes.tencent_sms import FakeTencentSms
+from channels.tencent.sms import TencentSmsChannel, TencentSmsSettings, parse_reply_callback
 from engine.run.receipts import ReceiptBook
 from engine.store.connect import _alembic_config, is_current, upgrade
 from engine.store.importer import import_directory
@@ -125,21 +128,37 @@ def test_import__a_foreign_number_is_masked_in_the_warning(db: Engine, tmp_path:
 def test_replies__opt_outs_in_any_spelling_reach_members_imported_in_any_spelling(brand: Brand,
                                                                                  tmp_path: Path) -> None:
     """The adversarial run of issue 13: members imported as +8613800001111, 8613800002222 and
-    008613800003333 reply 退订 (Aliyun SmsUp push), TD (Tencent reply callback) and T (a pulled reply,
-    as Tencent's PullSmsReplyStatus spells it, +86…); none of them receives the next SMS."""
+    008613800003333 reply 退订 (Aliyun SmsUp push), TD (Tencent reply callback) and T (pulled from the
+    Tencent fake's PullSmsReplyStatus, which spells it +86…); none of them receives the next SMS."""
     data = members_csv(tmp_path / "data", ("M1", "+8613800001111"), ("M2", "8613800002222"),
                        ("M3", "008613800003333"), ("M4", "13800004444"))
     assert import_directory(brand.engine, data, SHANGHAI, progress=False).problems == []
+    tencent = FakeTencentSms()
+    tencent.add_reply("+8613800002222", " TD ")
+    tencent.add_reply("+8613800003333", "T")
+    with FakeServer(tencent.app) as server:
+        settings = TencentSmsSettings(adapter="tencent_sms", secret_id=tencent.secret_id,
+                                      secret_key=tencent.secret_key, sdk_app_id=tencent.sdk_app_id,
+                                      sign_name="麦德氏", base_url=server.url, timeout=2.0, reply_source="queue")
+        pulled = asyncio.run(TencentSmsChannel("sms", settings).pull([], datetime.now(UTC) - timedelta(minutes=1)))
     replies = [*parse_sms_up(sms_up_body("13800001111", "退订")),
-               *parse_reply_callback({"mobile": "13800002222", "nationcode": "86", "text": " TD ",
-                                      "time": 1763776800}),
-               Reply("+8613800003333", "T", datetime(2026, 11, 21, tzinfo=UTC))]
+               *parse_reply_callback(tencent.reply_callback_body(tencent.replies[0])),
+               *[reply for reply in pulled.replies if reply.text == "T"]]
+    assert [reply.text.strip() for reply in replies] == ["退订", "TD", "T"]
     counts = ReceiptBook(brand.engine).apply(Inbound(replies=replies))
     assert counts["unsubscribed"] == 3
     brand.tick(AT)
     assert sent_to(brand) == ["M4"]
     assert brand.states("promo") == {"M1": ("suppressed", "opted_out"), "M2": ("suppressed", "opted_out"),
                                      "M3": ("suppressed", "opted_out"), "M4": ("sent", None)}
+
+
+def test_replies__a_foreign_number_is_kept_as_given(db: Engine) -> None:
+    """A reply from a number that is not a mainland mobile number is suppressed as the vendor spelled it."""
+    ReceiptBook(db).apply(Inbound(replies=[Reply("+14155550100", "退订", datetime(2026, 11, 21, tzinfo=UTC)),
+                                           Reply("+86 138 1234 5678", "TD", datetime(2026, 11, 21, tzinfo=UTC))]))
+    with db.connect() as conn:
+        assert sorted(conn.scalars(select(suppressions.c.phone))) == ["+14155550100", "13812345678"]
 
 
 def test_suppress__bare_number_matches_the_member_imported_with_spaces(brand: Brand, tmp_path: Path) -> None:
