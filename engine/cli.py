@@ -182,11 +182,11 @@ def cmd_import(args: argparse.Namespace) -> int:
         raise UsageError(f"{directory}: no such directory")
     engine = _engine(args.db, require=False)
     upgrade(engine)
-    report = import_directory(engine, directory, tz, progress=sys.stderr.isatty())
+    report = import_directory(engine, directory, tz, progress=sys.stderr.isatty(), strict=args.strict)
     for result in report.files:
         print(f"{result.file}: {result.rows:,} row(s) imported" if not result.problems
               else f"{result.file}: nothing imported ({len({p.line for p in result.problems})} bad row(s))")
-    for problem in report.problems:
+    for problem in (*report.warnings, *report.problems):
         print(problem, file=sys.stderr)
     return 1 if report.problems else 0
 
@@ -299,7 +299,11 @@ def cmd_suppress(args: argparse.Namespace) -> int:
         return 0
     if (args.member is None) == (args.phone is None):
         raise UsageError("give exactly one of --member ID or --phone NUMBER")
-    from engine.grammar.addresses import CHANNEL_NAMES
+    from engine.grammar.addresses import CHANNEL_NAMES, mainland_mobile, masked
+
+    if args.phone is not None and args.action == "add" and mainland_mobile(args.phone) is None:
+        raise UsageError(f"{masked(args.phone)!r} is not a mainland mobile number (+86, 0086 or 86, spaces "
+                         "and dashes are fine)", location="--phone")
 
     if args.channel != "all" and args.channel not in CHANNEL_NAMES:
         raise UsageError(f"unknown channel {args.channel!r}: one of all, {', '.join(CHANNEL_NAMES)}",
@@ -406,6 +410,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("directory")
     p.add_argument("--db", required=True, help="database URL")
     p.add_argument("--tz", default="Asia/Shanghai", help="timezone of timestamps without an offset")
+    p.add_argument("--strict", action="store_true",
+                   help="a phone that is not a mainland mobile number is a bad row (default: imported empty, warned)")
 
     p = command("demo", cmd_demo, "create (or reuse) a demo brand and dry-run every playbook at 10:00")
     p.add_argument("--db", default="sqlite:///demo.db", help="database URL (default sqlite:///demo.db)")

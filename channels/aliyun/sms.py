@@ -40,6 +40,7 @@ from channels.base import (
     not_connected,
 )
 from channels.fallback import SmsSettings
+from engine.grammar.addresses import mainland_mobile
 
 K = OutcomeKind
 
@@ -359,6 +360,7 @@ def parse_sms_up(body: bytes) -> list[Reply]:
     for item in _items(body):
         if not item.get("phone_number"):
             raise ValueError("an SmsUp item has no phone_number")
-        out.append(Reply(phone=str(item["phone_number"]), text=str(item.get("content") or ""),
+        phone = str(item["phone_number"])  # a mainland number in any spelling → bare; anything else as given
+        out.append(Reply(phone=mainland_mobile(phone) or phone, text=str(item.get("content") or ""),
                          at=shanghai_time(item.get("send_time"))))
     return out

@@ -430,7 +430,7 @@ def _receipt(item: Mapping[str, Any], candidates: set[str]) -> Receipt:
 
 def _reply(item: Mapping[str, Any]) -> Reply:
     phone = str(item.get("PhoneNumber", ""))
-    return Reply(phone=mainland_mobile(phone) or phone.removeprefix("+86"), text=str(item.get("ReplyContent", "")),
+    return Reply(phone=mainland_mobile(phone) or phone, text=str(item.get("ReplyContent", "")),
                  at=_at(item.get("ReplyTime")))
 
 
@@ -456,8 +456,9 @@ def _records(body: bytes | str | Any) -> list[dict[str, Any]]:
 
 
 def _phone(nationcode: Any, mobile: Any) -> str:
+    """The replying number: bare when it is a mainland mobile number in any spelling, else as given."""
     code, number = str(nationcode or "86").lstrip("+"), str(mobile or "")
-    return number if code == "86" else f"+{code}{number}"
+    return (mainland_mobile(number) or number) if code == "86" else f"+{code}{number}"
 
 
 def parse_status_callback(body: bytes | str | Any) -> list[Receipt]:

@@ -3,7 +3,9 @@
 - A delivery receipt sets `delivery` (delivered / undelivered) and the vendor's status on
   its touch; the same receipt again changes nothing.
 - An SMS reply that unsubscribes (`T`, `TD`, `R`, `N`, `退订` by default: trimmed,
-  case-insensitive; configurable) adds an SMS suppression for that number at once.
+  case-insensitive; configurable) adds an SMS suppression for that number at once, normalised
+  (`engine.grammar.addresses.mainland_mobile`) so it matches the member whatever spelling the
+  vendor reports and the member was imported with.
 - An AI call's outcome (answered, duration, who hung up, intent) is kept on the touch and
   written as a member event `ai_call_result`, so a playbook can follow up.
 """
@@ -21,7 +23,8 @@ from sqlalchemy import Connection, Engine, select
 from channels.base import Inbound, Receipt, ReceiptSource, Reply
 from engine import ledger
 from engine.clock import now as clock_now
-from engine.logs import log, mask_phone
+from engine.grammar.addresses import mainland_mobile, masked
+from engine.logs import log
 from engine.run.touches import touch_of
 from engine.store.connect import write_transaction
 from engine.store.schema import touches
@@ -64,10 +67,11 @@ class ReceiptBook:
     def _reply(self, conn: Connection, reply: Reply) -> int:
         if not is_unsubscribe(reply.text, self.unsubscribe):
             return 0
-        added = ledger.add_suppression(conn, member_id=None, phone=reply.phone, channel="sms",
+        phone = mainland_mobile(reply.phone) or reply.phone
+        added = ledger.add_suppression(conn, member_id=None, phone=phone, channel="sms",
                                        reason=f"SMS reply {reply.text.strip()!r}", source="reply", now=self.clock())
         if added:
-            log.info("suppression.added", phone=mask_phone(reply.phone), channel="sms", source="reply")
+            log.info("suppression.added", phone=masked(phone), channel="sms", source="reply")
         return int(added)
 
     def _call_result(self, conn: Connection, touch_id: str, receipt: Receipt) -> int:

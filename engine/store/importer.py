@@ -10,6 +10,11 @@ member's tags) are replaced, so importing the same files again changes nothing.
 How a cell is read follows its column in `engine.store.schema`: `*_fen` columns take yuan,
 `UtcDateTime` columns take ISO 8601 (local to `tz` without an offset), booleans take 0/1,
 and strings must fit their length. This module holds the importer's SQL.
+
+A member's phone is stored normalised (`engine.grammar.addresses.mainland_mobile`: `+86 138 0002
+8002` → `13800028002`). A phone that does not normalise is stored empty, with a located warning
+(the member is unreachable by sms and ai_call), and the row imports: one foreign number never
+refuses a million-row file. With `strict`, such a phone is a bad row like any other.
 """
 
 from __future__ import annotations
@@ -49,6 +54,7 @@ from sqlalchemy.sql.dml import Insert
 
 from engine.clock import parse_instant, utc
 from engine.errors import DatabaseError, Problem, UsageError
+from engine.grammar.addresses import mainland_mobile, masked
 from engine.store.schema import (
     ORDER_STATUSES,
     UtcDateTime,
@@ -71,6 +77,7 @@ _BIGINT_MAX = 2**63 - 1
 _MAX_YUAN = Decimal(_BIGINT_MAX).scaleb(-2)
 _CENT = Decimal("0.01")
 _DIGITS = re.compile(r"[0-9]+")
+_EXCEL_NUMBER = re.compile(r"[0-9]+(?:\.[0-9]+)?[eE]\+?[0-9]+")  # 1.38001E+10: a phone Excel read as a number
 
 
 @dataclass(frozen=True)
@@ -80,6 +87,7 @@ class FileReport:
     file: str  #: the path as given, e.g. `data/orders.csv`
     rows: int  #: rows imported; 0 when the file had problems (then nothing of it was imported)
     problems: list[Problem] = field(default_factory=list)  #: every problem, by line
+    warnings: list[Problem] = field(default_factory=list)  #: rows imported with a value left out, by line
 
 
 @dataclass(frozen=True)
@@ -92,6 +100,11 @@ class ImportReport:
     def problems(self) -> list[Problem]:
         """Every problem of every file; empty when everything was imported."""
         return [problem for report in self.files for problem in report.problems]
+
+    @property
+    def warnings(self) -> list[Problem]:
+        """Every warning of every file (a phone stored empty); none of them refused a row."""
+        return [warning for report in self.files for warning in report.warnings]
 
 
 @dataclass(frozen=True)
@@ -132,8 +145,12 @@ _SPECS = (
 )
 
 
-def import_directory(engine: Engine, directory: Path, tz: ZoneInfo, progress: bool = True) -> ImportReport:
+def import_directory(engine: Engine, directory: Path, tz: ZoneInfo, progress: bool = True,
+                     strict: bool = False) -> ImportReport:
     """Import the CSV files found in `directory`; bad rows are reported, not raised.
+
+    With `strict`, a phone that is not a mainland mobile number makes its row bad instead of
+    being stored empty with a warning.
 
     A file with any bad row imports nothing; the other files still import. Raises
     `UsageError` when `directory` cannot be read or holds none of the files, and
@@ -152,7 +169,7 @@ def import_directory(engine: Engine, directory: Path, tz: ZoneInfo, progress: bo
     columns = (TextColumn("{task.description}"), MofNCompleteColumn(), TextColumn("rows"), TimeElapsedColumn())
     with Progress(*columns, console=Console(stderr=True), disable=not progress) as bar:
         for spec in specs:
-            report = _import_file(engine, spec, directory / spec.name, tz, bar, rejected)
+            report = _import_file(engine, spec, directory / spec.name, tz, bar, rejected, strict)
             if report.problems:
                 rejected.add(spec.name)
             reports.append(report)
@@ -160,17 +177,17 @@ def import_directory(engine: Engine, directory: Path, tz: ZoneInfo, progress: bo
 
 
 def _import_file(
-    engine: Engine, spec: _Spec, path: Path, tz: ZoneInfo, bar: Progress, rejected: set[str],
+    engine: Engine, spec: _Spec, path: Path, tz: ZoneInfo, bar: Progress, rejected: set[str], strict: bool,
 ) -> FileReport:
     label = str(path)
     try:
-        layout = _read_header(spec, path, label)
+        layout = _read_header(spec, path, label, strict)
         if isinstance(layout, list):
             return FileReport(label, 0, layout)
-        count, problems = _check(engine, layout, path, label, tz, bar, rejected)
+        count, problems, warnings = _check(engine, layout, path, label, tz, bar, rejected)
         if problems:
             return FileReport(label, 0, sorted(problems, key=lambda problem: problem.line or 0))
-        return FileReport(label, _write(engine, layout, path, tz, bar, count), [])
+        return FileReport(label, _write(engine, layout, path, tz, bar, count), [], warnings)
     except UnicodeDecodeError:
         message = "is not UTF-8 text (save it as “CSV UTF-8”); nothing of it was imported"
     except csv.Error as exc:
@@ -199,18 +216,24 @@ class _Layout:
     targets: tuple[str, ...]  # the stored column (or "tags") of each
     parsers: tuple[Parse, ...]
     insert_only: Row  # NOT NULL columns absent from the header that have no server default
+    strict: bool = False  # a phone that does not normalise is an error, not a warning
 
-    def parse(self, cells: list[str], tz: ZoneInfo) -> tuple[Row, list[str]]:
-        """The row's stored values, and its problems as `column: message`."""
+    def parse(self, cells: list[str], tz: ZoneInfo) -> tuple[Row, list[str], list[str]]:
+        """The row's stored values, its problems and its warnings, each as `column: message`."""
         if len(cells) != len(self.names):
-            return {}, [f"row: has {len(cells)} values but the header has {len(self.names)} columns"]
+            return {}, [f"row: has {len(cells)} values but the header has {len(self.names)} columns"], []
         values, errors = dict(self.insert_only), []
+        warnings: list[str] = []
         for name, target, parse, cell in zip(self.names, self.targets, self.parsers, cells, strict=True):
             text = cell.strip()
             if "\x00" in text:
                 errors.append(f"{name}: contains a NUL character")
             elif not text and name in self.spec.required:
                 errors.append(f"{name}: is empty")
+            elif text and self.spec.table is members and target == "phone":
+                values[target] = mainland_mobile(text)
+                if values[target] is None:
+                    (errors if self.strict else warnings).append(_not_a_mobile(name, text))
             else:
                 try:
                     values[target] = parse(text, tz)
@@ -218,7 +241,14 @@ class _Layout:
                     errors.append(f"{name}: {exc}")
         if self.spec.table is orders and values.get("status") == "paid":
             errors += _paid_without_paid_at(values, self.names)
-        return values, errors
+        return values, errors, warnings
+
+
+def _not_a_mobile(name: str, text: str) -> str:
+    """The message for a member's phone that does not normalise; its digits masked."""
+    hint = " (Excel turned it into a number? format the column as text)" if _EXCEL_NUMBER.fullmatch(text) else ""
+    return (f"{name}: {masked(text)!r} is not a mainland mobile number{hint}; "
+            f"the member is unreachable by sms and ai_call")
 
 
 def _paid_without_paid_at(values: Row, names: tuple[str, ...]) -> list[str]:
@@ -241,7 +271,7 @@ def _records(path: Path) -> Generator[tuple[int, list[str]], None, None]:
             start = reader.line_num + 1
 
 
-def _read_header(spec: _Spec, path: Path, label: str) -> _Layout | list[Problem]:
+def _read_header(spec: _Spec, path: Path, label: str, strict: bool) -> _Layout | list[Problem]:
     """The file's layout, or the header's problems."""
     records = _records(path)
     try:
@@ -264,21 +294,22 @@ def _read_header(spec: _Spec, path: Path, label: str) -> _Layout | list[Problem]
                    if not column.nullable and column.server_default is None}
     return _Layout(spec, tuple(names), tuple(spec.target(name) for name in names),
                    tuple(_tags if name == "tags" else _parser(spec.table.c[spec.target(name)]) for name in names),
-                   insert_only)
+                   insert_only, strict)
 
 
 def _check(
     engine: Engine, layout: _Layout, path: Path, label: str, tz: ZoneInfo, bar: Progress, rejected: set[str],
-) -> tuple[int, list[Problem]]:
-    """First pass: every problem of every row; returns (data rows, problems)."""
-    spec, problems, count = layout.spec, [], 0
+) -> tuple[int, list[Problem], list[Problem]]:
+    """First pass: every problem of every row; returns (data rows, problems, warnings)."""
+    spec, problems, warnings, count = layout.spec, [], [], 0
     seen: set[str] = set()
     pending: list[tuple[int, str]] = []  # (line, id that must exist)
     task = bar.add_task(f"checking {spec.name}", total=None)
     with engine.connect() as conn:
         for line, cells in islice(_records(path), 1, None):
             count += 1
-            values, errors = layout.parse(cells, tz)
+            values, errors, notes = layout.parse(cells, tz)
+            warnings += [Problem(label, line, None, note, severity="warning") for note in notes]
             key = values.get(spec.key) if spec.key else None
             if key is not None and key in seen:
                 errors.append(f"{spec.key}: {key!r} appears more than once in this file")
@@ -294,7 +325,7 @@ def _check(
                 bar.update(task, completed=count)
         problems += _unknown(conn, spec, pending, label, rejected)
     bar.update(task, completed=count, total=count)
-    return count, problems
+    return count, problems, warnings
 
 
 def _unknown(
@@ -339,7 +370,7 @@ def _write(engine: Engine, layout: _Layout, path: Path, tz: ZoneInfo, bar: Progr
 
 def _parsed(layout: _Layout, path: Path, tz: ZoneInfo) -> Iterator[Row]:
     for _, cells in islice(_records(path), 1, None):
-        values, errors = layout.parse(cells, tz)
+        values, errors, _ = layout.parse(cells, tz)
         if errors:
             raise _ChangedError
         yield values

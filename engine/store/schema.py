@@ -30,7 +30,7 @@ from sqlalchemy.types import TypeDecorator
 
 from engine.grammar.values import MEMBER_FIELDS
 
-SCHEMA_REVISION = "0005"
+SCHEMA_REVISION = "0006"
 """The newest migration in engine/store/migrations/versions (test_migrations keeps them equal): what
 `require_schema` expects a database to be at."""
 

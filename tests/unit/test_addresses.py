@@ -5,8 +5,18 @@ from __future__ import annotations
 import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
+from sqlalchemy import column, create_engine, literal, select, table
+from sqlalchemy.dialects import postgresql, sqlite
 
-from engine.grammar.addresses import ADDRESS_FIELDS, CHANNEL_NAMES, REACH, e164, mainland_mobile, reach_column
+from engine.grammar.addresses import (
+    ADDRESS_FIELDS,
+    CHANNEL_NAMES,
+    REACH,
+    e164,
+    mainland_mobile,
+    masked,
+    reach_column,
+)
 from engine.grammar.values import MEMBER_FIELDS
 
 MAINLAND = "13812345678"
@@ -70,3 +80,49 @@ def test_reach_column__one_name_per_channel() -> None:
     """The reach column of each channel is distinct and says which channel it is about."""
     names = [reach_column(ch) for ch in CHANNEL_NAMES]
     assert names == ["reach_sms", "reach_ai_call", "reach_wecom", "reach_template"]
+
+
+def test_reach__sms_and_ai_call_need_a_bare_mainland_number() -> None:
+    """Only the phone channels ask their address to be a mainland mobile number."""
+    assert {ch: r.mobile for ch, r in REACH.items()} == {"sms": ("phone",), "ai_call": ("phone",), "wecom": (),
+                                                        "template": ()}
+
+
+_SQLITE = create_engine("sqlite://")
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.text(max_size=14), st.text(PHONE_ALPHABET, max_size=14),
+                 st.builds(lambda a, b: f"1{a}{b}", st.sampled_from("0123456789.a"),
+                           st.text("0123456789E+.", max_size=10))))
+@example("13812345678")
+@example("1.38001E+10")
+@example("+8613812345678")
+def test_mobile_shape__the_sql_accepts_exactly_what_is_its_own_normal_form(text: str) -> None:
+    """The reachability SQL (run on SQLite) passes a stored phone exactly when `mainland_mobile` gives it back
+    unchanged: the store and the normaliser agree on what a reachable phone is."""
+    from engine.store.reachability import mobile_shaped
+
+    with _SQLITE.connect() as conn:
+        shaped = bool(conn.scalar(select(mobile_shaped(literal(text)))))
+    assert shaped == (mainland_mobile(text) == text)
+
+
+def test_mobile_shape__the_same_sql_on_both_dialects() -> None:
+    """The phone rule renders the same text on SQLite and PostgreSQL (no regex, no collation-dependent range)."""
+    from engine.store.reachability import mobile_shaped
+
+    members = table("members", column("phone"))
+    rendered = [str(mobile_shaped(members.c.phone).compile(dialect=d(), compile_kwargs={"literal_binds": True}))
+                for d in (sqlite.dialect, postgresql.dialect)]
+    assert rendered[0] == rendered[1]
+    assert "length(members.phone) = 11" in rendered[0] and "substr(members.phone, 2, 1) IN" in rendered[0]
+
+
+@pytest.mark.parametrize(("text", "shown"), [
+    ("13812345678", "138****5678"), ("+1 4155550100", "+1 415****0100"), ("1.38001E+10", "1.38001E+10"),
+    ("abc", "abc"), ("+86 138 1234 5678", "+86 138 1234 5678"), ("１３８１２３４５６７８", "１３８****５６７８"),
+])
+def test_masked__runs_of_seven_or_more_digits_are_hidden(text: str, shown: str) -> None:
+    """Any phone echoed in a message or log shows at most its first 3 and last 4 digits."""
+    assert masked(text) == shown
