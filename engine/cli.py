@@ -56,7 +56,53 @@ def _engine(url: str, require: bool = True) -> Any:
 def cmd_check(args: argparse.Namespace) -> int:
     settings = _config(args)
     loaded, source = _playbooks_or_examples(args.paths, settings, args.config is not None)
+    found = _data_problems(args, settings, loaded)
+    if any(not p.is_warning for p in found):
+        raise ProblemsError(found)
+    for problem in found:
+        print(problem, file=sys.stderr)
     print(f"ok: {len(loaded)} playbook(s) valid in {source}")
+    return 0
+
+
+def _data_url(args: argparse.Namespace, settings: Any) -> str | None:
+    """--db, else the database a given --config names; None: stay offline."""
+    if args.db:
+        return str(args.db)
+    return str(settings.database.url) if args.config and "database" in settings.model_fields_set else None
+
+
+def _data_problems(args: argparse.Namespace, settings: Any, loaded: Any) -> list[Any]:
+    """`check --db`: the playbooks' data values against the database (warnings and errors)."""
+    from engine.decide.data_check import check_data
+
+    url = _data_url(args, settings)
+    return check_data(_engine(url), loaded, settings.links) if url else []
+
+
+def cmd_values(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from engine.store import catalogue
+
+    settings = _config(args)
+    url = _data_url(args, settings)
+    if url is None:
+        raise UsageError("values needs --db URL (or --config naming a database)")
+    engine = _engine(url)
+    table = Table(box=None, pad_edge=False)
+    table.add_column({"categories": "category", "cities": "city"}.get(args.kind, args.kind.removesuffix("s")))
+    table.add_column("members", justify="right")
+    if args.kind == "events":
+        table.add_column("attributes")
+        for name, event in catalogue.event_types(engine).items():
+            table.add_row(name, f"{event.members:,}", ", ".join(sorted(event.attributes)))
+    else:
+        counts: dict[str, int] = catalogue.value_counts(engine, args.kind)
+        for value, n in counts.items():
+            table.add_row(value, f"{n:,}")
+    Console(width=200).print(table)
     return 0
 
 
@@ -338,6 +384,13 @@ def _parser() -> argparse.ArgumentParser:
     p = command("check", cmd_check, "validate playbooks (exit 1 on any problem)")
     p.add_argument("paths", nargs="*",
                    help="playbook files or directories (default: config playbooks, else ./playbooks, else the bundled examples)")
+    p.add_argument("--config", help="config file")
+    p.add_argument("--db", help="database URL: also check the data values playbooks name (tags, tiers, …)")
+
+    p = command("values", cmd_values, "list the data values playbooks can name, with member counts")
+    p.add_argument("kind", nargs="?", default="tags",
+                   choices=("tags", "categories", "skus", "tiers", "cities", "platforms", "events"))
+    p.add_argument("--db", help="database URL (default: the database --config names)")
     p.add_argument("--config", help="config file")
 
     p = command("compile", cmd_compile, "print a playbook's audience SQL for the database's dialect")
