@@ -172,8 +172,12 @@ def test_daemon__logs_each_finding_at_start(db_url: str, tmp_path: Path) -> None
 
     async def start_and_stop() -> int:
         running = asyncio.create_task(daemon.run(install_signal_handlers=False))
-        while daemon.data_check is None or not daemon.data_check.done():
+        for _ in range(1000):  # the check starts once the daemon is ready
+            if daemon.data_check is not None:
+                break
             await asyncio.sleep(0.02)
+        assert daemon.data_check is not None
+        await daemon.data_check
         daemon.stop_event.set()
         return await running
 
