@@ -187,3 +187,31 @@ def test_daemon__logs_each_finding_at_start(db_url: str, tmp_path: Path) -> None
     (finding,) = [entry for entry in logs if entry["event"] == "data_check.finding"]
     assert finding["log_level"] == "warning"
     assert "tag 'do-not-disturb' occurs nowhere in the data; did you mean 'do_not_disturb'" in finding["problem"]
+
+
+def test_daemon__logs_findings_after_a_reload_and_keeps_the_new_set(db_url: str, tmp_path: Path) -> None:
+    """A SIGHUP reload with a typo'd playbook is done (findings never block it) and the finding is logged."""
+    brand = Brand(tmp_path, db_url)
+    brand.configure()
+    brand.add_playbook(scheduled("p", "0 10 * * *"))
+    _brand_data(brand.engine)
+    daemon = Daemon(brand.config_path, clock=lambda: AT)
+    first = daemon.service.engine
+    brand.add_playbook(scheduled("q", "0 10 * * *", tag="do-not-disturb"))
+
+    async def reload() -> None:
+        await daemon._reload()
+        assert daemon.data_check is not None
+        await daemon.data_check
+        await daemon.dispatcher.aclose()
+
+    with capture_logs() as logs:
+        asyncio.run(reload())
+    assert sorted(p.id for p in daemon.service.playbooks) == ["p", "q"]
+    for engine in {first, daemon.service.engine, daemon.dispatcher.engine}:  # a reload opens its own
+        engine.dispose()
+    brand.close()
+    events = [entry["event"] for entry in logs]
+    assert "reload.done" in events
+    (finding,) = [entry for entry in logs if entry["event"] == "data_check.finding"]
+    assert "q.yaml" in finding["problem"] and "'do-not-disturb'" in finding["problem"]
