@@ -75,9 +75,16 @@ def _data_url(args: argparse.Namespace, settings: Any) -> str | None:
 def _data_problems(args: argparse.Namespace, settings: Any, loaded: Any) -> list[Any]:
     """`check --db`: the playbooks' data values against the database (warnings and errors)."""
     from engine.decide.data_check import check_data
+    from engine.errors import DatabaseError, Problem
 
     url = _data_url(args, settings)
-    return check_data(_engine(url), loaded, settings.links) if url else []
+    try:
+        return check_data(_engine(url), loaded, settings.links) if url else []
+    except DatabaseError as exc:
+        if args.db:
+            raise
+        # the config's database may not exist yet (a fresh setup): the playbooks are still valid
+        return [Problem(args.config, None, None, f"data values not checked: {exc.message}", severity="warning")]
 
 
 def cmd_values(args: argparse.Namespace) -> int:

@@ -215,3 +215,14 @@ def test_daemon__logs_findings_after_a_reload_and_keeps_the_new_set(db_url: str,
     assert "reload.done" in events
     (finding,) = [entry for entry in logs if entry["event"] == "data_check.finding"]
     assert "q.yaml" in finding["problem"] and "'do-not-disturb'" in finding["problem"]
+
+
+def test_cli_check_config__a_database_not_created_yet_is_a_warning(tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """`check --config` whose database does not exist yet validates the playbooks and says the data went unchecked."""
+    config = tmp_path / "siyu.yaml"
+    (tmp_path / "playbooks").mkdir()
+    config.write_text(f"database: {{url: 'sqlite:///{tmp_path / 'absent.db'}'}}\nplaybooks: {tmp_path / 'playbooks'}\n")
+    _write(tmp_path / "playbooks", "all: [{tag: vip}]")
+    assert main(["check", "--config", str(config)]) == 0
+    assert f"{config}: warning: data values not checked: no database file" in capsys.readouterr().err
