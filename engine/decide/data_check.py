@@ -69,7 +69,7 @@ def _message(named: _Named) -> str:
     message = f"{named.what} {named.value!r} occurs nowhere in the data{named.sample_note}"
     close = _closest(named.value, named.known)
     if close is not None:
-        message += f"; did you mean {close!r} ({named.known[close]:,} members)?"
+        message += f"; did you mean {close!r} ({_members(named.known[close])})?"
     elif named.known:
         shown = ", ".join(f"{v!r} ({n:,})" for v, n in list(named.known.items())[:5])
         more = f", … ({len(named.known):,} in all)" if len(named.known) > 5 else ""
@@ -79,6 +79,10 @@ def _message(named: _Named) -> str:
     if named.widens:
         message += " (this condition excludes nobody, so the audience is wider than written)"
     return message
+
+
+def _members(count: int) -> str:
+    return f"{count:,} member" if count == 1 else f"{count:,} members"
 
 
 def _closest(value: str, known: Mapping[str, int]) -> str | None:
@@ -170,7 +174,7 @@ def _missing_links(item: LoadedPlaybook, catalogue: Catalogue, links: Mapping[st
     for path, text in template_strings(item.playbook):
         if _uses_links(text):
             line, col = item.source.locate(path) or (None, None)
-            shown = ", ".join(f"{p!r} ({catalogue.platforms[p]:,} members)" for p in missing)
+            shown = ", ".join(f"{p!r} ({_members(catalogue.platforms[p])})" for p in missing)
             return [Problem(str(item.path), line, col,
                             f"this template uses links[...] but the config has no links entry for "
                             f"{shown}: their messages fail to render (render_error)", severity="warning")]

@@ -3,7 +3,9 @@
 `siyu values` prints it and `siyu check --db` compares playbooks against it. Every count is one
 GROUP BY: tags, categories, skus and event types read their indexes (`member_tags (tag, …)`,
 `order_items (category|sku, order_id)`, `events (type, occurred_at)`); tiers, cities and platforms
-scan `members` once each, which at a million members is a second or two, not a minute.
+scan `members` once each. Categories, skus and platforms count distinct members over their order
+lines, the costliest: measured on SQLite with the demo brand at 100,000 members (825,000 orders),
+the whole catalogue takes about 2 s, so seconds (not minutes) at a million.
 
 Event attribute names and values are read from a bounded sample: the latest `EVENT_SAMPLE` events
 of each type (the `(type, occurred_at)` index), in Python. That is one query shape for SQLite and

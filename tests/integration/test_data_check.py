@@ -96,8 +96,8 @@ def test_check_db__tier_city_category_and_event_type_warn_with_hints(db: Engine,
     assert [(p.line, p.message) for p in problems] == [
         (6, "tier '金卡' occurs nowhere in the data; the data has 'gold' (3), 'silver' (1)"),
         (6, "city '上海市' occurs nowhere in the data; did you mean '上海' (3 members)?"),
-        (7, "category 'shark-chondroitin' occurs nowhere in the data; did you mean 'shark_chondroitin' (1 members)?"),
-        (8, "event type 'order_create' occurs nowhere in the data; did you mean 'order_created' (1 members)?"),
+        (7, "category 'shark-chondroitin' occurs nowhere in the data; did you mean 'shark_chondroitin' (1 member)?"),
+        (8, "event type 'order_create' occurs nowhere in the data; did you mean 'order_created' (1 member)?"),
     ]
 
 
@@ -121,7 +121,7 @@ def test_check_db__platform_without_links_warns_when_a_template_uses_links(db: E
     path = _write(tmp_path, "all: [{tag: vip}]", params='{u: "{{ links[member.habitual_platform] }}"}')
     (problem,) = _check(db, path, links={"tmall": "t"})
     assert problem.severity == "warning"
-    assert "no links entry for 'douyin' (1 members), 'jd' (1 members)" in problem.message
+    assert "no links entry for 'douyin' (1 member), 'jd' (1 member)" in problem.message
 
 
 def test_catalogue__counts_members_per_value(db: Engine) -> None:
