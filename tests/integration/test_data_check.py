@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import textwrap
+from datetime import date
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 import yaml
@@ -17,12 +19,14 @@ from scenario import AT, add_event, add_member, add_order
 from sqlalchemy import Engine
 from structlog.testing import capture_logs
 
+from engine import examples
 from engine.cli import main
 from engine.decide.data_check import check_data
 from engine.errors import Problem
 from engine.grammar.loader import load_playbooks
 from engine.run.daemon import Daemon
 from engine.store.catalogue import read_catalogue
+from engine.store.demo import DemoSpec, ensure_demo
 
 
 def _brand_data(engine: Engine) -> None:
@@ -226,3 +230,18 @@ def test_cli_check_config__a_database_not_created_yet_is_a_warning(tmp_path: Pat
     _write(tmp_path / "playbooks", "all: [{tag: vip}]")
     assert main(["check", "--config", str(config)]) == 0
     assert f"{config}: warning: data values not checked: no database file" in capsys.readouterr().err
+
+
+def test_demo_brand__back_to_tmall_typo_is_an_error_and_the_examples_are_clean(db: Engine, tmp_path: Path) -> None:
+    """On the demo brand the bundled playbooks (with the example config's links) name only values the data
+    holds; back-to-tmall with `none: [{tag: do-not-disturb}]` is an error pointing at do_not_disturb."""
+    ensure_demo(db, DemoSpec(2_000, 7, today=date(2026, 11, 22), tz=ZoneInfo("Asia/Shanghai")), progress=False)
+    links = yaml.safe_load(examples.config_example().read_text(encoding="utf-8"))["links"]
+    bundled = load_playbooks([examples.playbooks()])
+    assert check_data(db, bundled, links) == []
+    original = (examples.playbooks() / "back-to-tmall.yaml").read_text(encoding="utf-8")
+    typo = tmp_path / "back-to-tmall.yaml"
+    typo.write_text(original.replace("- tag: do_not_disturb", "- tag: do-not-disturb"), encoding="utf-8")
+    (problem,) = check_data(db, load_playbooks([typo]), links)
+    assert problem.severity == "error"
+    assert problem.message.startswith("tag 'do-not-disturb' occurs nowhere in the data; did you mean 'do_not_disturb' (")
