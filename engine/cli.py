@@ -75,6 +75,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     loaded, source = _playbooks_or_examples(args.paths, settings, args.config is not None)
     # Every finding of `check`, errors and warnings alike: each further check appends its own.
     findings: list[Problem] = lint_playbooks(loaded, timezone=settings.timezone, send_windows=_send_windows(settings))
+    findings += _data_problems(args, settings, loaded)
     for finding in findings:
         print(finding, file=sys.stderr)
     warnings = sum(f.is_warning for f in findings)
@@ -85,6 +86,54 @@ def cmd_check(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 1
     print(f"ok: {len(loaded)} playbook(s) valid in {source}; {_plural(warnings, 'warning')}")
+    return 0
+
+
+def _data_url(args: argparse.Namespace, settings: Any) -> str | None:
+    """--db, else the database a given --config names; None: stay offline."""
+    if args.db:
+        return str(args.db)
+    return str(settings.database.url) if args.config and "database" in settings.model_fields_set else None
+
+
+def _data_problems(args: argparse.Namespace, settings: Any, loaded: Any) -> list[Any]:
+    """`check --db`: the playbooks' data values against the database (warnings and errors)."""
+    from engine.decide.data_check import check_data
+    from engine.errors import DatabaseError, Problem
+
+    url = _data_url(args, settings)
+    try:
+        return check_data(_engine(url), loaded, settings.links) if url else []
+    except DatabaseError as exc:
+        if args.db:
+            raise
+        # the config's database may not exist yet (a fresh setup): the playbooks are still valid
+        return [Problem(args.config, None, None, f"data values not checked: {exc.message}", severity="warning")]
+
+
+def cmd_values(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from engine.store import catalogue
+
+    settings = _config(args)
+    url = _data_url(args, settings)
+    if url is None:
+        raise UsageError("values needs --db URL (or --config naming a database)")
+    engine = _engine(url)
+    table = Table(box=None, pad_edge=False)
+    table.add_column({"categories": "category", "cities": "city"}.get(args.kind, args.kind.removesuffix("s")))
+    table.add_column("members", justify="right")
+    if args.kind == "events":
+        table.add_column("attributes")
+        for name, event in catalogue.event_types(engine).items():
+            table.add_row(name, f"{event.members:,}", ", ".join(sorted(event.attributes)))
+    else:
+        counts: dict[str, int] = catalogue.value_counts(engine, args.kind)
+        for value, n in counts.items():
+            table.add_row(value, f"{n:,}")
+    Console(width=200).print(table)
     return 0
 
 
@@ -381,6 +430,13 @@ def _parser() -> argparse.ArgumentParser:
                    help="playbook files or directories (default: config playbooks, else ./playbooks, else the bundled examples)")
     p.add_argument("--config", help="config file")
     p.add_argument("--strict", action="store_true", help="warnings are errors (exit 1)")
+    p.add_argument("--db", help="database URL: also check the data values playbooks name (tags, tiers, …)")
+
+    p = command("values", cmd_values, "list the data values playbooks can name, with member counts")
+    p.add_argument("kind", nargs="?", default="tags",
+                   choices=("tags", "categories", "skus", "tiers", "cities", "platforms", "events"))
+    p.add_argument("--db", help="database URL (default: the database --config names)")
+    p.add_argument("--config", help="config file")
 
     p = command("compile", cmd_compile, "print a playbook's audience SQL for the database's dialect")
     p.add_argument("playbook", help="a playbook file")

@@ -26,6 +26,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.base import BaseTrigger
 
 from engine.clock import now as clock_now
+from engine.decide.data_check import check_data
 from engine.errors import SiyuError
 from engine.grammar.cron import Cron
 from engine.logs import log
@@ -68,6 +69,7 @@ class Daemon:
         self.scheduler = AsyncIOScheduler(timezone=UTC)
         self.work_lock = asyncio.Lock()  # evaluations run one at a time (decision order = priority order)
         self.tasks: list[asyncio.Task[None]] = []
+        self.data_check: asyncio.Task[None] | None = None  # the latest `check --db` of the playbooks, logged
         self.retired: list[Dispatcher] = []  # replaced by a reload: their adapters' connections are closed at exit
 
     # -- the loop --------------------------------------------------------------------------------
@@ -90,6 +92,7 @@ class Daemon:
             self.notifier.ready(self._status())
             log.info("daemon.ready", playbooks=len(self.service.playbooks), owner=self.service.owner)
             self._log_lint()
+            self.data_check = asyncio.create_task(self._check_data(self.service))
             while not self.stop_event.is_set():
                 await self._wait_for_signal_or_failure()
                 if self.reload_event.is_set():
@@ -254,7 +257,19 @@ class Daemon:
             self.retired.append(replaced)
         log.info("reload.done", playbooks=len(fresh.playbooks))
         self._log_lint()
+        self.data_check = asyncio.create_task(self._check_data(fresh))
         self.notifier.status(self._status())
+
+    @staticmethod
+    async def _check_data(service: Service) -> None:
+        """`siyu check --db` on the running set, beside the work: each finding is logged, none stops anything."""
+        try:
+            found = await asyncio.to_thread(check_data, service.engine, service.loaded, service.settings.links)
+        except Exception as exc:  # noqa: BLE001 - a check that cannot run must not stop the daemon
+            log.warning("data_check.failed", error=f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+            return
+        for problem in found:
+            (log.warning if problem.is_warning else log.error)("data_check.finding", problem=str(problem))
 
     @staticmethod
     def _channels_changed(old: Service, new: Service) -> bool:
