@@ -8,7 +8,8 @@ from the product's table (which extends `GATEWAY_CODES`), and `shanghai_time` re
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import re
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -18,6 +19,7 @@ import httpx
 
 from channels.aliyun.signing import signed_params
 from channels.base import OutcomeKind
+from engine.grammar.addresses import masked
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 
@@ -101,3 +103,18 @@ class Endpoint:
         if isinstance(body, dict):
             return Answer(response.status_code, body, readable=True)
         return Answer(response.status_code, {}, readable=False)
+
+
+_SEVERAL = re.compile(r"[,;/、，；]")
+"""Separators between numbers: a phone with one of them names several callees."""
+
+
+def call_rule(scenarios: Collection[str], message: Mapping[str, Any], address: Mapping[str, Any]) -> str | None:
+    """The rule of an Aliyun call (SingleCallByTts, AssignJobs) that `message` breaks, or None: its
+    scenario is configured, and the address names one callee (a call dials one number)."""
+    if str(message.get("scenario")) not in scenarios:
+        return f"no scenario {message.get('scenario')!r} configured"
+    phone = address.get("phone")
+    if isinstance(phone, str) and _SEVERAL.search(phone):
+        return f"one callee per call: phone {masked(phone)!r} names several numbers"
+    return None

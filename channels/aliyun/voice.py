@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from functools import partial
@@ -98,19 +97,9 @@ class AliyunVoiceSettings(ChannelSettings):
     region: str = "cn-hangzhou"
 
 
-_SEVERAL = re.compile(r"[,;/、，；]")
-"""Separators between numbers: a phone with one of them names several callees."""
-
-
 def check_message(settings: AliyunVoiceSettings, message: Mapping[str, Any], address: Mapping[str, Any]) -> str | None:
-    """The rule of SingleCallByTts that `message` breaks, or None (`ChecksMessages`): its scenario is
-    configured, and the address names one callee (a call dials one number)."""
-    if str(message.get("scenario")) not in settings.scenarios:
-        return f"no scenario {message.get('scenario')!r} configured"
-    phone = address.get("phone")
-    if isinstance(phone, str) and _SEVERAL.search(phone):
-        return f"one callee per call: phone {phone!r} names several numbers"
-    return None
+    """The rule of SingleCallByTts that `message` breaks, or None (`ChecksMessages`): `rpc.call_rule`."""
+    return rpc.call_rule(settings.scenarios, message, address)
 
 
 def _int(value: Any) -> int:

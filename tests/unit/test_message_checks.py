@@ -90,7 +90,7 @@ def test_ai_call__scenario_configured_and_one_callee() -> None:
         assert check({"scenario": "points"}, PHONE) is None
         assert check({"scenario": "other"}, PHONE) == "no scenario 'other' configured"
         assert check({"scenario": "points"}, {"phone": "13800138000,13900139000"}) == \
-            "one callee per call: phone '13800138000,13900139000' names several numbers"
+            "one callee per call: phone '138****8000,139****9000' names several numbers"
 
 
 def test_wecom__text_up_to_4000_bytes() -> None:
