@@ -6,6 +6,8 @@ replicas on one primary). `postgresql://` URLs use psycopg 3.
 
 from __future__ import annotations
 
+import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,7 +24,7 @@ from sqlalchemy import (
     inspect,
     select,
 )
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
 from sqlalchemy.pool import ConnectionPoolEntry
 
@@ -30,14 +32,19 @@ from engine.errors import DatabaseError
 from engine.store.schema import SCHEMA_REVISION
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+_PASSWORD = re.compile(r"(://[^/:@]*:)[^@/]*@")
+"""The password of a URL that does not parse, for messages: `://user:***@`."""
 
 
 def normalise_url(url: str) -> str:
     """`postgresql://…` and `postgres://…` → `postgresql+psycopg://…`; others unchanged."""
     try:
         parsed = make_url(url)
-    except ArgumentError as exc:
-        raise DatabaseError(f"bad database URL {url!r}: {exc}", location="--db") from None
+    except (ArgumentError, ValueError):  # ValueError: a port that is not a number
+        # SQLAlchemy's message repeats the URL, password and all
+        shown = _PASSWORD.sub(r"\1***@", url)
+        raise DatabaseError(f"bad database URL {shown!r}: write e.g. sqlite:///siyu.db or "
+                            "postgresql://user@host/db", location="--db") from None
     if parsed.drivername in ("postgresql", "postgres"):
         parsed = parsed.set(drivername="postgresql+psycopg")
     return parsed.render_as_string(hide_password=False)
@@ -55,14 +62,32 @@ def _sqlite_pragmas(dbapi_connection: object, _record: ConnectionPoolEntry) -> N
     cursor.close()
 
 
+def _create_private_sqlite_file(url: URL) -> None:
+    """A SQLite file Siyu creates is readable by its owner only (0600): it holds members' phones and
+    vendors' access tokens. SQLite gives its -wal and -shm files the database file's mode. An existing
+    file is left as it is."""
+    database = url.database
+    if not database or database == ":memory:" or database.startswith("file:") or url.query.get("mode") == "memory":
+        return
+    path = Path(database)
+    if not path.exists() and path.parent.is_dir():
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+
+
 def open_engine(url: str) -> Engine:
-    """An Engine for `url`, with SQLite set up for a long-running writer (WAL, FKs)."""
+    """An Engine for `url`, with SQLite set up for a long-running writer (WAL, FKs). Statement
+    parameters (phones, tokens) never appear in its error messages."""
     url = normalise_url(url)
+    parsed = make_url(url)
+    shown = parsed.render_as_string(hide_password=True)
     try:
-        engine = create_engine(url, future=True)
+        engine = create_engine(url, future=True, hide_parameters=True)
     except (ArgumentError, ImportError) as exc:
-        raise DatabaseError(f"cannot open database {url!r}: {exc}", location="--db") from None
+        raise DatabaseError(f"cannot open database {shown!r}: {exc}", location="--db") from None
     if engine.dialect.name == "sqlite":
+        # created when a connection first needs it, not when the engine is made (a read-only command
+        # such as `check --db` on an absent file creates nothing)
+        event.listen(engine, "do_connect", lambda *_: _create_private_sqlite_file(parsed))
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "begin", _sqlite_begin)
     return engine
