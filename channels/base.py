@@ -22,6 +22,7 @@ import certifi
 import httpx
 from pydantic import Field
 
+from engine.clock import now as clock_now
 from engine.grammar.policies import ClockTime, Duration, QuietWindow
 from engine.grammar.values import GrammarModel
 
@@ -149,6 +150,10 @@ class ChannelContext:
 
     store: TokenStore | None = None  #: None: tokens are kept in this process only
     clock: Callable[[], datetime] | None = None
+
+    def now(self) -> datetime:
+        """The engine's clock, else the real one (UTC): what every adapter reads as now."""
+        return self.clock() if self.clock else clock_now()
 
 
 class ChannelError(Exception):

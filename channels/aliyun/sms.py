@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from functools import partial
 from typing import Any, Literal
 
@@ -180,9 +180,6 @@ class AliyunSmsChannel:
     async def aclose(self) -> None:
         await self.http.aclose()
 
-    def _now(self) -> datetime:
-        return self.context.clock() if self.context.clock else datetime.now(UTC)
-
     # -- send ----------------------------------------------------------------------------------
 
     @classmethod
@@ -266,7 +263,7 @@ class AliyunSmsChannel:
         began and, across midnight, the next; `fallback` when the engine does not know when it began."""
         if touch.claimed_at is None:
             return list(fallback)
-        today = _shanghai_day(self._now())
+        today = _shanghai_day(self.context.now())
         days = {_shanghai_day(touch.claimed_at), _shanghai_day(touch.claimed_at + SEND_DAY_SLACK)}
         return sorted(d for d in days if d <= today)
 
@@ -285,7 +282,7 @@ class AliyunSmsChannel:
         return dict(zip(wanted, answers, strict=True))
 
     async def lookup(self, touches: Sequence[Touch]) -> list[Outcome]:
-        today = _shanghai_day(self._now())
+        today = _shanghai_day(self.context.now())
         recent = [today - timedelta(days=n) for n in range(self.settings.lookup_days)]
         days = {t.touch_id: self._days(t, recent) for t in touches}
         details = await self._by_phone_and_day((str(t.address["phone"]), d) for t in touches
@@ -311,7 +308,7 @@ class AliyunSmsChannel:
     async def pull(self, touches: Sequence[Touch], since: datetime) -> Inbound:
         """Receipts for `touches` sent since `since`, asking only for the day each was sent (Aliyun
         has no reply pull API: replies are pushed)."""
-        today = _shanghai_day(self._now())
+        today = _shanghai_day(self.context.now())
         first = max(_shanghai_day(since), today - timedelta(days=29))
         recent = [first + timedelta(days=n) for n in range((today - first).days + 1)]
         reachable = [t for t in touches if t.address.get("phone")]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from functools import partial
 from typing import Any, Literal
 
@@ -163,9 +163,6 @@ class AliyunVoiceChannel:
     async def aclose(self) -> None:
         await self.http.aclose()
 
-    def _now(self) -> datetime:
-        return self.context.clock() if self.context.clock else datetime.now(UTC)
-
     @classmethod
     def message_check(cls, settings: AliyunVoiceSettings) -> MessageCheck:
         """`check_message` with this account's scenarios (`ChecksMessages`)."""
@@ -229,7 +226,7 @@ class AliyunVoiceChannel:
         return out
 
     async def _detail(self, client: httpx.AsyncClient, call_id: str, touch_id: str) -> Receipt | None:
-        query_date = str(int(self._now().timestamp() * 1000))  # must fall on the call's day (vendors.md §5.1)
+        query_date = str(int(self.context.now().timestamp() * 1000))  # must fall on the call's day (vendors.md §5.1)
         params = {"CallId": call_id, "ProdId": PROD_ID_VOICE_NOTIFICATION, "QueryDate": query_date}
         try:
             body = (await self.rpc.call(client, "QueryCallDetailByCallId", params)).body

@@ -201,7 +201,7 @@ class TencentSmsChannel:
     def __init__(self, name: str, settings: TencentSmsSettings, context: ChannelContext | None = None) -> None:
         self.name = name
         self.settings = settings
-        self.clock = (context.clock if context else None) or (lambda: datetime.now(UTC))
+        self.clock = (context or ChannelContext()).now
         self.url = settings.base_url or "https://sms.tencentcloudapi.com"
         self.host = urlsplit(self.url).netloc
         self.http = HttpClients.verified(timeout=settings.timeout)

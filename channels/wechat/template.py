@@ -44,7 +44,6 @@ from channels.base import (
     not_connected,
 )
 from channels.wechat.token import TokenCache
-from engine.clock import now as clock_now
 from engine.grammar.policies import Duration
 
 log = structlog.get_logger("siyu")
@@ -130,7 +129,7 @@ class WechatTemplateChannel:
         context = context or ChannelContext()
         self.name = name
         self.settings = settings
-        self.clock: Callable[[], datetime] = context.clock or clock_now
+        self.clock: Callable[[], datetime] = context.now
         self.base_url = (settings.base_url or "https://api.weixin.qq.com").rstrip("/")
         self.http = HttpClients.verified(timeout=settings.timeout)
         self.tokens = TokenCache(context.store, f"wechat:{settings.app_id}", self._fetch_token, clock=self.clock)

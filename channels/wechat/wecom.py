@@ -38,7 +38,6 @@ from channels.base import (
     Touch,
 )
 from channels.wechat.token import TokenCache
-from engine.clock import now as clock_now
 from engine.grammar.policies import Duration
 from engine.logs import log, mask_secret
 
@@ -126,7 +125,7 @@ class WecomChannel:
         context = context or ChannelContext()
         self.name = name
         self.settings = settings
-        self.clock = context.clock or clock_now
+        self.clock = context.now
         self.base_url = (settings.base_url or "https://qyapi.weixin.qq.com").rstrip("/")
         self.http = HttpClients.verified(timeout=settings.timeout, base_url=self.base_url)
         self.tokens = TokenCache(context.store, f"wecom:{settings.corp_id}", self._fetch_token, clock=context.clock)
