@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Iterable
-from datetime import timedelta
-from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -31,6 +29,7 @@ from starlette.routing import Route
 from channels import ADAPTERS
 from channels.base import ChannelSettings, Pushes, PushRoute
 from engine.logs import log
+from engine.run.http_server import http_server
 from engine.run.receipts import ReceiptBook
 
 
@@ -76,19 +75,4 @@ def build_app(book: ReceiptBook, channels: Iterable[ChannelSettings] = ()) -> St
                              for r in push_routes(channels)])
 
 
-def server(app: Starlette, listen: str, grace: timedelta) -> Any:
-    """A uvicorn server for `app` that leaves signal handling to the daemon (uvicorn would take
-    SIGTERM and SIGINT for itself). Told to exit, it stops listening and gives the requests it
-    has begun `grace` to finish."""
-    import contextlib
-
-    import uvicorn
-
-    class _Server(uvicorn.Server):
-        @contextlib.contextmanager
-        def capture_signals(self) -> Any:
-            yield
-
-    host, _, port = listen.rpartition(":")
-    return _Server(uvicorn.Config(app, host=host, port=int(port), log_level="warning", lifespan="off",
-                                  access_log=False, timeout_graceful_shutdown=max(1, round(grace.total_seconds()))))
+server = http_server  # the callback server is the one HTTP server, with its limits
