@@ -41,7 +41,7 @@ class LogChannel:
 
     def _append(self, lines: list[bytes]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)  # messages: the owner's only
         try:
             for line in lines:
                 os.write(fd, line)  # one write per touch: a kill never leaves half a line

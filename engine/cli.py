@@ -1,9 +1,15 @@
-"""The `siyu` command line. Errors are shown here, once, as `file:line:col: message`; never a traceback."""
+"""The `siyu` command line. Errors are shown here, once, as `file:line:col: message`; never a traceback.
+
+An unexpected exception is one line (engine.logs.summarise: its type and first line, masked, never
+a statement's rows) and exit code 70; `SIYU_DEBUG=1` shows the traceback, still masked. Warnings
+(a secret written in the config, a playbook link skipped) go to stderr as `file:line:col: warning: …`.
+"""
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
@@ -18,17 +24,32 @@ Command = Callable[[argparse.Namespace], int]
 _opened: list[Any] = []  # engines opened by this command, disposed when it ends
 
 
-def _config(args: argparse.Namespace) -> Any:
+def _warn(problems: Sequence[Problem]) -> None:
+    for problem in problems:
+        print(problem, file=sys.stderr)
+
+
+def _load_config(args: argparse.Namespace, strict_secrets: bool = False) -> tuple[Any, list[Problem]]:
     from engine.config import load_config
 
-    settings, _ = load_config(Path(args.config) if getattr(args, "config", None) else None)
+    return load_config(Path(args.config) if getattr(args, "config", None) else None, strict_secrets=strict_secrets)
+
+
+def _config(args: argparse.Namespace) -> Any:
+    """The config `--config` names (defaults without one), its warnings shown."""
+    settings, warnings = _load_config(args)
+    _warn(warnings)
     return settings
 
 
-def _playbooks(paths: Sequence[str], settings: Any) -> Any:
-    from engine.grammar.loader import load_playbooks
+def _playbooks(paths: Sequence[str], settings: Any, warn: bool = True) -> Any:
+    """The playbooks at `paths` (default: the config's directory); the links skipped there shown."""
+    from engine.grammar.loader import load_playbooks, skipped_links
 
-    return load_playbooks([Path(p) for p in (paths or [settings.playbooks])])
+    named = [Path(p) for p in (paths or [settings.playbooks])]
+    if warn:
+        _warn(skipped_links(named))
+    return load_playbooks(named)
 
 
 def _playbooks_or_examples(paths: Sequence[str], settings: Any, config_given: bool) -> tuple[Any, str]:
@@ -38,7 +59,7 @@ def _playbooks_or_examples(paths: Sequence[str], settings: Any, config_given: bo
     from engine.grammar.loader import load_playbooks
 
     if paths or config_given or Path(settings.playbooks).is_dir():
-        return _playbooks(paths, settings), ", ".join(paths) or str(settings.playbooks)
+        return _playbooks(paths, settings, warn=False), ", ".join(paths) or str(settings.playbooks)
     bundled = examples.playbooks()
     return load_playbooks([bundled]), f"the bundled examples ({bundled})"
 
@@ -70,11 +91,13 @@ def _plural(count: int, noun: str) -> str:
 
 def cmd_check(args: argparse.Namespace) -> int:
     from engine.grammar.lint import lint_playbooks
+    from engine.grammar.loader import skipped_links
 
-    settings = _config(args)
+    settings, findings = _load_config(args)
     loaded, source = _playbooks_or_examples(args.paths, settings, args.config is not None)
     # Every finding of `check`, errors and warnings alike: each further check appends its own.
-    findings: list[Problem] = lint_playbooks(loaded, timezone=settings.timezone, send_windows=_send_windows(settings))
+    findings += skipped_links([Path(p) for p in (args.paths or [settings.playbooks])])
+    findings += lint_playbooks(loaded, timezone=settings.timezone, send_windows=_send_windows(settings))
     findings += _data_problems(args, settings, loaded)
     for finding in findings:
         print(finding, file=sys.stderr)
@@ -161,10 +184,16 @@ def cmd_compile(args: argparse.Namespace) -> int:
     return 0
 
 
+def _private(path: str, flags: int) -> int:
+    """`open`'s opener for files Siyu creates: readable by the owner only (0600) from the start."""
+    return os.open(path, flags, 0o600)
+
+
 def _open_out(stack: ExitStack, out: str | None) -> IO[str]:
+    """`--out`: stdout, or a file (a new one is 0600: a dry-run lists members, their offers and messages)."""
     if out is None or out == "-":
         return sys.stdout
-    return stack.enter_context(open(out, "w", encoding="utf-8", newline=""))
+    return stack.enter_context(open(out, "w", encoding="utf-8", newline="", opener=_private))
 
 
 def _message_checks(settings: Any) -> dict[str, Any]:
@@ -286,11 +315,12 @@ def cmd_tick(args: argparse.Namespace) -> int:
     import asyncio
 
     from engine.clock import now, parse_at, zone
-    from engine.config import load_config
+    from engine.grammar.loader import skipped_links
     from engine.logs import configure
     from engine.run.service import Service
 
-    settings, _ = load_config(Path(args.config))
+    settings = _config(args)
+    _warn(skipped_links([Path(settings.playbooks)]))
     configure(settings.log.format if not args.quiet else "json", "warning" if args.quiet else settings.log.level)
     at = parse_at(args.at, zone(settings.timezone)) if args.at else now()
     service = Service.from_settings(settings, Path(args.config))
@@ -314,10 +344,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     import json
 
     from engine.clock import now
-    from engine.config import load_config
     from engine.run.status import render, report
 
-    settings, _ = load_config(Path(args.config))
+    settings = _config(args)
     loaded = _playbooks([], settings)
     engine = _engine(settings.database.url)
     status = report(engine, settings, [lp.playbook for lp in loaded], now())
@@ -331,11 +360,10 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_suppress(args: argparse.Namespace) -> int:
     from engine import ledger
     from engine.clock import now
-    from engine.config import load_config
     from engine.logs import mask_phone
     from engine.store.connect import write_transaction
 
-    settings, _ = load_config(Path(args.config))
+    settings = _config(args)
     engine = _engine(settings.database.url)
     if args.action == "list":
         with engine.connect() as conn:
@@ -371,11 +399,11 @@ def cmd_suppress(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     import asyncio
 
-    from engine.config import load_config
     from engine.logs import configure
     from engine.run.daemon import Daemon
 
-    settings, _ = load_config(Path(args.config))
+    settings, warnings = _load_config(args, strict_secrets=True)  # the daemon: a secret written in the config is an error
+    _warn(warnings)
     configure(settings.log.format, settings.log.level)
 
     async def main() -> int:
@@ -386,10 +414,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_channel(args: argparse.Namespace) -> int:
     from engine import ledger
-    from engine.config import load_config
     from engine.store.connect import write_transaction
 
-    settings, _ = load_config(Path(args.config))
+    settings = _config(args)
     if args.name not in settings.channels:
         raise UsageError(f"no channel {args.name!r} in {args.config} (configured: {', '.join(settings.channels)})")
     engine = _engine(settings.database.url)
@@ -513,6 +540,19 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+_PARAMETERS = re.compile(r"^\[(SQL )?parameters: .*$", re.MULTILINE)
+"""SQLAlchemy's `[parameters: …]` line of a statement error (absent when the engine hides them)."""
+
+
+def _masked_traceback(exc: BaseException) -> str:
+    """SIYU_DEBUG's traceback: phones and URL passwords masked, no statement parameters."""
+    import traceback
+
+    from engine.logs import mask_text
+
+    return _PARAMETERS.sub("[parameters not shown]", mask_text("".join(traceback.format_exception(exc))))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -530,11 +570,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
-    except Exception as exc:  # the edge: never a traceback for people, unless asked for
+    except Exception as exc:  # noqa: BLE001 - the edge: never a traceback for people, unless asked for (masked then too)
+        from engine.logs import summarise
+
         if os.environ.get("SIYU_DEBUG"):
-            raise
-        print(f"siyu: internal error: {type(exc).__name__}: {exc} (set SIYU_DEBUG=1 for details)",
-              file=sys.stderr)
+            print(_masked_traceback(exc), file=sys.stderr, end="")
+        print(f"siyu: internal error: {summarise(exc)} (run with SIYU_DEBUG=1 for details)", file=sys.stderr)
         return 70
     finally:
         while _opened:

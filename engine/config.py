@@ -2,6 +2,12 @@
 
 Unknown keys and bad values are `ConfigError`s located at file:line:col. Credentials are
 `${ENV_VAR}` references resolved at load; a missing variable is an error.
+
+Secrets: each key of SECRET_KEYS under `channels:` (a `fallback:` too) and a password in
+`database.url` must be exactly one `${VAR}`. A secret written in the file is an error for
+`siyu run` and a warning for every other command, unless `allow_literal_secrets: true` (a local
+trial with the fakes' own credentials). No message ever shows a secret's value, nor a value
+taken from the environment.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
+from urllib.parse import parse_qs
 
 from pydantic import Field, ValidationError, field_validator
 
@@ -22,9 +29,15 @@ from engine.grammar.addresses import ChannelName
 from engine.grammar.loader import read_text
 from engine.grammar.policies import Duration, PolicySettings, QuietWindow
 from engine.grammar.values import GrammarModel
-from engine.grammar.yamlsource import SourceMap, parse_yaml, validation_problems
+from engine.grammar.yamlsource import PathKey, SourceMap, parse_yaml, validation_problems
 
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+SECRET_KEYS = frozenset({"access_key_secret", "app_secret", "secret", "secret_key", "token", "encoding_aes_key",
+                         "callback_secret"})
+"""Keys whose value is a credential, wherever they sit under `channels:`: each must be one `${VAR}`."""
+ROTATING_SECRETS = frozenset({"callback_secret"})
+"""Secret keys that may hold a list of two during a rotation (the old and the new): each must be one `${VAR}`."""
 
 
 class DatabaseSettings(GrammarModel):
@@ -82,6 +95,9 @@ class LogSettings(GrammarModel):
 class Settings(GrammarModel):
     """The whole configuration file."""
 
+    allow_literal_secrets: Annotated[bool, Field(strict=True)] = False
+    """Secrets written in the file itself are allowed (a local trial with the fakes' own credentials):
+    no error in `siyu run`, no warning elsewhere. Otherwise each must be one `${VAR}` reference."""
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     timezone: str = DEFAULT_TIMEZONE
     """Default timezone of playbooks that name none, and of `--at` values without an offset."""
@@ -130,13 +146,17 @@ class Settings(GrammarModel):
         return parse_duration(self.misfire_grace)
 
 
-def _resolve_env(value: Any, path: tuple[Any, ...], source: SourceMap, file: str,
-                 problems: list[Problem]) -> Any:
+def _resolve_env(value: Any, path: PathKey, source: SourceMap, file: str, problems: list[Problem],
+                 resolved: set[PathKey]) -> Any:
+    """`value` with every `${VAR}` replaced by the variable's value; the paths of the values that had
+    one are added to `resolved` (their values are not shown in messages)."""
     if isinstance(value, dict):
-        return {k: _resolve_env(v, (*path, k), source, file, problems) for k, v in value.items()}
+        return {k: _resolve_env(v, (*path, k), source, file, problems, resolved) for k, v in value.items()}
     if isinstance(value, list):
-        return [_resolve_env(v, (*path, i), source, file, problems) for i, v in enumerate(value)]
-    if isinstance(value, str):
+        return [_resolve_env(v, (*path, i), source, file, problems, resolved) for i, v in enumerate(value)]
+    if isinstance(value, str) and _ENV.search(value):
+        resolved.add(path)
+
         def substitute(match: re.Match[str]) -> str:
             name = match.group(1)
             if name not in os.environ:
@@ -148,10 +168,88 @@ def _resolve_env(value: Any, path: tuple[Any, ...], source: SourceMap, file: str
     return value
 
 
-def load_config(path: Path | None) -> tuple[Settings, Path]:
-    """Load and validate the config (defaults when `path` is None): (settings, its directory)."""
+def _is_reference(value: Any) -> bool:
+    return isinstance(value, str) and _ENV.fullmatch(value) is not None
+
+
+def _secret_paths(data: dict[Any, Any]) -> list[PathKey]:
+    """The path of every secret in the (unresolved) config: each SECRET_KEYS value under `channels:`
+    (each element of a rotating secret's list) and `database.url`."""
+    found: list[PathKey] = []
+
+    def visit(value: Any, path: PathKey) -> None:
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if key in SECRET_KEYS and isinstance(item, list) and key in ROTATING_SECRETS:
+                    found.extend((*path, key, i) for i in range(len(item)))
+                elif key in SECRET_KEYS:
+                    found.append((*path, key))
+                else:
+                    visit(item, (*path, key))
+        elif isinstance(value, list):
+            for i, item in enumerate(value):
+                visit(item, (*path, i))
+
+    channels = data.get("channels")
+    for name, channel in channels.items() if isinstance(channels, dict) else ():
+        visit(channel, ("channels", name))
+    database = data.get("database")
+    if isinstance(database, dict) and "url" in database:
+        found.append(("database", "url"))
+    return found
+
+
+def _url_passwords(url: str) -> list[str]:
+    """The passwords written in a database URL: after `user:` (scheme://user:password@host) and any
+    `password=` of its query."""
+    _, scheme, rest = url.partition("://")
+    if not scheme:
+        return []
+    userinfo, at, _ = rest.rpartition("@")
+    passwords = [userinfo.partition(":")[2]] if at and ":" in userinfo else []
+    return passwords + parse_qs(rest.partition("?")[2]).get("password", [])
+
+
+def _dotted(path: PathKey) -> str:
+    return "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in path).lstrip(".")
+
+
+def _literal_secrets(data: dict[Any, Any], paths: list[PathKey], source: SourceMap, file: str,
+                     strict: bool) -> list[Problem]:
+    """A problem for each secret written in the file rather than as one `${VAR}`: an error when `strict`
+    (`siyu run`), else a warning. The message names the key, never the value."""
+    problems = []
+    for path in paths:
+        value: Any = data
+        for part in path:
+            value = value[part]
+        if path == ("database", "url"):
+            if not isinstance(value, str) or _is_reference(value) \
+                    or all(_is_reference(p) for p in _url_passwords(value)):
+                continue
+            message = ("database.url has its password written in the file: write the password as one ${VAR} "
+                       "(postgresql://siyu:${SIYU_DB_PASSWORD}@host/db) and set it in the environment")
+        else:
+            if value is None or _is_reference(value):
+                continue
+            name = "SIYU_" + "_".join(str(p) for p in path[1:] if isinstance(p, str)).upper()
+            message = (f"{_dotted(path)} is a secret written in the file: write it as one ${{VAR}} (e.g. "
+                       f"\"${{{name}}}\") and set it in the environment")
+        line, col = source.locate(path) or (None, None)
+        problems.append(Problem(file, line, col, message + (" (allow_literal_secrets: true allows secrets in the "
+                                                            "file, for a local trial)"),
+                                severity="error" if strict else "warning"))
+    return problems
+
+
+def load_config(path: Path | None, *, strict_secrets: bool = False) -> tuple[Settings, list[Problem]]:
+    """Load and validate the config (defaults when `path` is None): (settings, warnings to show).
+
+    A secret written in the file rather than as one `${VAR}` is an error with `strict_secrets`
+    (`siyu run`), else one of the warnings; `allow_literal_secrets: true` allows them. Other problems
+    are a ConfigError (with the warnings among them)."""
     if path is None:
-        return Settings(), Path.cwd()
+        return Settings(), []
     file = str(path)
     try:
         text = read_text(path)
@@ -161,16 +259,21 @@ def load_config(path: Path | None) -> tuple[Settings, Path]:
     if not isinstance(data, dict):
         raise ConfigError([Problem(file, 1, 1, "a config file is a mapping of keys such as database, timezone")])
     problems: list[Problem] = []
-    data = _resolve_env(data, (), source, file, problems)
+    secrets = _secret_paths(data)
+    if data.get("allow_literal_secrets") is not True:
+        problems += _literal_secrets(data, secrets, source, file, strict_secrets)
+    resolved: set[PathKey] = set()
+    data = _resolve_env(data, (), source, file, problems, resolved)
     try:
         settings = Settings.model_validate(data)
     except ValidationError as exc:
-        problems += validation_problems(exc, data, source, file)
+        problems += validation_problems(exc, data, source, file, hidden=[*secrets, *resolved])
     else:
         problems += _unmapped_by_fallback(settings, source, file)
-    if problems:
-        raise ConfigError(sorted(problems, key=lambda p: (p.line or 0, p.column or 0)))
-    return settings, path.parent
+    problems.sort(key=lambda p: (p.line or 0, p.column or 0))
+    if any(not p.is_warning for p in problems):
+        raise ConfigError(problems)
+    return settings, problems
 
 
 def _unmapped_by_fallback(settings: Settings, source: SourceMap, file: str) -> list[Problem]:

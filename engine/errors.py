@@ -11,6 +11,19 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
+QUOTE_LIMIT = 40
+"""A message quotes at most this many characters of the text at fault: a file that is no playbook or
+config at all (a secret file linked by mistake) is never echoed back line by line."""
+
+
+def quote(text: object) -> str:
+    """`text` quoted for a message, cut after QUOTE_LIMIT characters with an ellipsis: 'root:$6$…'
+    (text is quoted as Python quotes it; any other value is shown as its repr, cut the same way)."""
+    if isinstance(text, str):
+        return repr(text if len(text) <= QUOTE_LIMIT else text[:QUOTE_LIMIT] + "…")
+    shown = repr(text)
+    return shown if len(shown) <= QUOTE_LIMIT else shown[:QUOTE_LIMIT] + "…"
+
 
 @dataclass(frozen=True)
 class Problem:

@@ -8,6 +8,7 @@ config that points every channel at them.
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import threading
@@ -45,7 +46,8 @@ everything due in (09:00, 11:00], the playbooks at 10:00 and 10:30 as well as th
 def trial_config(vendors: Any, database: str, playbooks: Path, links: dict[str, str]) -> str:
     """A complete config for a local trial: the database, the playbooks at `playbooks`, every channel
     on its fake, the callbacks on 127.0.0.1:8080."""
-    config = {"database": {"url": database}, "playbooks": str(playbooks), "links": links,
+    config = {"allow_literal_secrets": True,  # the fakes' own credentials, written in the file
+              "database": {"url": database}, "playbooks": str(playbooks), "links": links,
               "channels": vendors.channels(), "http": {"listen": "127.0.0.1:8080"},
               "log": {"format": "console", "level": "info"}, "poll_interval": "10s",
               "misfire_grace": TRIAL_MISFIRE_GRACE}
@@ -77,7 +79,8 @@ def write_trial(path: Path, vendors: Any, database: str, examples: Path) -> list
         done = [f"the example playbooks copied to {target}"]
     example = yaml.safe_load((examples / "config.example.yaml").read_text(encoding="utf-8")) or {}
     links = {str(k): str(v) for k, v in (example.get("links") or {}).items()}
-    path.write_text(trial_config(vendors, absolute_database(database), target, links), encoding="utf-8")
+    with open(path, "w", encoding="utf-8", opener=lambda name, flags: os.open(name, flags, 0o600)) as config:
+        config.write(trial_config(vendors, absolute_database(database), target, links))  # a new file is 0600
     return [*done, f"config for them written to {path}: siyu tick/run --config {path}"]
 
 

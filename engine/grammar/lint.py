@@ -7,7 +7,9 @@ and the channels' send windows), so the grammar stays free of config and adapter
 - a coupon whose discount is not below its threshold (an order of the threshold costs nothing);
 - a scheduled playbook with a channel that has a `send_window` (marketing SMS: 08:00–22:00)
   firing outside that window: its touches wait, deferred until the window opens;
-- a cron whose minute and hour look swapped: `10 0 * * *` runs at 00:10, not 10:00.
+- a cron whose minute and hour look swapped: `10 0 * * *` runs at 00:10, not 10:00;
+- a message template that sends `member.phone` (the number then sits in the vendor's records and on
+  every screen the message reaches).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from engine.clock import zone
 from engine.errors import Problem
 from engine.grammar.loader import LoadedPlaybook
 from engine.grammar.playbook import Coupon, Playbook
+from engine.grammar.templates import attributes_read, template_strings
 from engine.grammar.yamlsource import PathKey
 
 SendWindow = tuple[time, time]
@@ -56,6 +59,7 @@ def lint_playbook(item: LoadedPlaybook, *, timezone: str, send_windows: Mapping[
     problems += [warn(("trigger", "schedule"), message) for message in _swapped_cron(playbook, timezone)]
     problems += [warn(("trigger", "schedule"), message)
                  for message in _outside_send_window(playbook, timezone, send_windows)]
+    problems += [warn(path, message) for path, message in _phone_in_message(playbook)]
     return sorted(problems, key=lambda p: (p.line or 0, p.column or 0))
 
 
@@ -76,6 +80,13 @@ def _coupon_warnings(playbook: Playbook) -> Iterator[tuple[PathKey, str]]:
                 f"coupon discount {_yuan(coupon.discount)} is not less than its threshold "
                 f"{_yuan(coupon.threshold)}: an order of {_yuan(coupon.threshold)} yuan would cost the member "
                 "nothing; did you swap threshold and discount?")
+
+
+def _phone_in_message(playbook: Playbook) -> Iterator[tuple[PathKey, str]]:
+    for path, text in template_strings(playbook):
+        if ("member", "phone") in attributes_read(text):
+            yield path, ("this message sends the member's phone number (`member.phone`): it stays in the vendor's "
+                         "records and on every screen the message reaches; leave it out")
 
 
 def _yuan(value: Decimal) -> str:

@@ -119,6 +119,17 @@ def _attribute_problems(tree: nodes.Template, allowed_roots: set[str]) -> list[s
     return sorted(set(messages))
 
 
+def attributes_read(text: str) -> set[tuple[str, str]]:
+    """The (name, attribute) pairs a template reads: `{{ member.phone }}` and `{{ member["phone"] }}` read
+    ('member', 'phone'). Empty for a template that does not parse (check_template reports it)."""
+    try:
+        tree = ENVIRONMENT.parse(text)
+    except TemplateSyntaxError:
+        return set()
+    chains = (_chain(node) for node in tree.find_all((nodes.Getattr, nodes.Getitem)))
+    return {(chain[0], chain[1]) for chain in chains if chain and len(chain) >= 2}
+
+
 def context_names(playbook: Playbook) -> set[str]:
     names = {"member", "playbook", "now", "links"}
     if playbook.offer is not None:

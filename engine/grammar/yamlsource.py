@@ -1,19 +1,22 @@
 """YAML with positions: values plus where each key and value sits, and pydantic errors mapped back.
 
-Used for playbooks and for the config file, so both report `file:line:col: message`.
+Used for playbooks and for the config file, so both report `file:line:col: message`. A message
+quotes at most QUOTE_LIMIT characters of the text at fault (engine.errors.quote), and never the
+value of a path the caller hides (the config's secrets and the values it took from the environment).
 """
 
 from __future__ import annotations
 
 import difflib
-from collections.abc import Sequence
+import re
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
 from pydantic import ValidationError
 
-from engine.errors import Problem, ProblemsError
+from engine.errors import QUOTE_LIMIT, Problem, ProblemsError, quote
 from engine.grammar.audience import GROUP_KEYS, LEAF_MODELS
 from engine.grammar.values import did_you_mean
 
@@ -70,9 +73,9 @@ class _Builder:
         try:
             return self.loader.construct_object(node, deep=True)
         except yaml.MarkedYAMLError as exc:
-            self._problem(node, f"malformed YAML: {exc.problem or exc.context or 'cannot read this value'}")
+            self._problem(node, f"malformed YAML: {_cut_quotes(exc.problem or exc.context or 'cannot read this value')}")
         except Exception as exc:  # noqa: BLE001 - PyYAML's constructors fail in many ways on tagged input
-            self._problem(node, f"cannot read this value ({node.tag}): {exc or type(exc).__name__}")
+            self._problem(node, f"cannot read this value ({quote(node.tag)}): {quote(str(exc) or type(exc).__name__)}")
         return None
 
     def build(self, node: yaml.Node, path: PathKey = ()) -> Any:
@@ -99,7 +102,7 @@ class _Builder:
         try:
             self.loader.flatten_mapping(node)
         except yaml.MarkedYAMLError as exc:
-            self._problem(node, f"malformed YAML: {exc.problem or 'bad merge key (<<)'}")
+            self._problem(node, f"malformed YAML: {_cut_quotes(exc.problem or 'bad merge key (<<)')}")
             return {}
         out: dict[Any, Any] = {}
         for key_node, value_node in node.value:
@@ -111,11 +114,19 @@ class _Builder:
                 self._problem(key_node, "a key must be plain text")
                 continue
             if key in out:
-                self._problem(key_node, f"duplicate key {key!r}")
+                self._problem(key_node, f"duplicate key {quote(key)}")
                 continue
             self.source.keys[(*path, key)] = _mark(key_node)
             out[key] = self.build(value_node, (*path, key))
         return out
+
+
+_LONG_QUOTE = re.compile(rf"'([^'\n]{{{QUOTE_LIMIT + 1},}})'")
+
+
+def _cut_quotes(detail: str) -> str:
+    """PyYAML's own words, with what they quote of the document (an alias, a tag) cut as `quote` cuts."""
+    return _LONG_QUOTE.sub(lambda m: quote(m.group(1)), detail)
 
 
 COMPOSER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -136,10 +147,10 @@ def parse_yaml(text: str, file: str, error: type[ProblemsError], what: str = "pl
             line, col = (mark.line + 1, mark.column + 1) if mark else (len(lines), len(lines[-1]) + 1)
         else:
             line, col = (mark.line + 1, mark.column + 1) if mark else (None, None)
-        detail = exc.problem or exc.context or "malformed YAML"
+        detail = _cut_quotes(exc.problem or exc.context or "malformed YAML")
         raise error([Problem(file, line, col, f"malformed YAML: {detail}")]) from None
     except yaml.YAMLError as exc:
-        raise error([Problem(file, None, None, f"malformed YAML: {exc}")]) from None
+        raise error([Problem(file, None, None, f"malformed YAML: {_cut_quotes(str(exc))}")]) from None
     except RecursionError:
         raise error([Problem(file, None, None, "malformed YAML: nested too deeply")]) from None
     documents = [d for d in documents if d is not None]
@@ -188,17 +199,18 @@ def _message(error: Any, data: Any, path: PathKey, source: SourceMap) -> tuple[s
         names = [*GROUP_KEYS, *LEAF_MODELS]
         if isinstance(value, dict) and len(value) == 1:
             (key,) = value
-            return (f"unknown condition {key!r}{did_you_mean(str(key), names)}; expected one of: "
+            return (f"unknown condition {quote(key)}{did_you_mean(str(key), names)}; expected one of: "
                     f"{', '.join(names)}"), True
         if isinstance(value, dict) and len(value) > 1:
-            return (f"one condition per list item, found {len(value)}: {', '.join(map(str, value))} "
+            shown = ", ".join(quote(k) for k in list(value)[:5]) + (", …" if len(value) > 5 else "")
+            return (f"one condition per list item, found {len(value)}: {shown} "
                     "(write each as its own `- ` item)"), False
         return f"expected a condition such as `- tag: vip`, got {_describe(value, None)}", False
     if kind in ("string_type", "string_sub_type"):
         value = error.get("input")
         text = source.texts.get(path)
         if isinstance(value, int | float | bool):
-            return f"expected text, got {_describe(value, text)}: quote it, e.g. \"{text or value}\"", False
+            return f"expected text, got {_describe(value, text)}: quote it, e.g. \"{quote(text or value)[1:-1]}\"", False
         return f"expected text, got {_describe(value, text)}", False
     if kind == "string_pattern_mismatch" and path == ("id",):
         return ("a playbook id is lowercase letters, digits and '-', starting with a letter or digit "
@@ -207,20 +219,75 @@ def _message(error: Any, data: Any, path: PathKey, source: SourceMap) -> tuple[s
         return f"missing required key {error['loc'][-1]!r}", False
     if kind == "union_tag_invalid":
         expected = str(ctx.get("expected_tags", "")).replace("'", "")
-        return f"unknown {ctx.get('discriminator', 'kind').strip(chr(39))} {ctx.get('tag')!r}; expected one of: {expected}", False
+        return f"unknown {ctx.get('discriminator', 'kind').strip(chr(39))} {quote(ctx.get('tag'))}; expected one of: {expected}", False
     if kind == "union_tag_not_found":
         return f"missing {str(ctx.get('discriminator', 'kind')).strip(chr(39))!r}", False
     if kind == "literal_error" and ctx.get("expected"):
         value = error.get("input")
         options = [o.strip(" '") for o in str(ctx["expected"]).replace(" or ", ",").split(",")]
-        return f"{value!r} is not one of: {', '.join(options)}{did_you_mean(str(value), options)}", False
+        return f"{quote(value)} is not one of: {', '.join(options)}{did_you_mean(str(value), options)}", False
     message = str(error["msg"])
     for prefix in ("Value error, ", "Assertion failed, "):
         message = message.removeprefix(prefix)
     return message, False
 
 
-def validation_problems(exc: ValidationError, data: Any, source: SourceMap, file: str) -> list[Problem]:
+def _cut_input(message: str, value: Any) -> str:
+    """A validator's message with its quote of a long input text cut as `quote` cuts it."""
+    if isinstance(value, str) and len(value) > QUOTE_LIMIT:
+        message = message.replace(repr(value), quote(value)).replace(value, quote(value)[1:-1])
+    return message
+
+
+def _hidden_message(error: Any) -> str:
+    """The message of an error about a value that must not be shown: pydantic's own words (which never
+    quote the input), with any quote of the input by a validator masked."""
+    value = error.get("input")
+    if error["type"] in ("string_type", "string_sub_type"):
+        got = "a yes/no value" if isinstance(value, bool) else "a number" if isinstance(value, int | float) \
+            else type(value).__name__
+        return f"expected text, got {got} (the value is not shown)"
+    message = str(error["msg"])
+    for prefix in ("Value error, ", "Assertion failed, "):
+        message = message.removeprefix(prefix)
+    if isinstance(value, str) and value:
+        message = message.replace(repr(value), "'****'")
+        if len(value) >= 4:  # shorter: not worth garbling the message over
+            message = message.replace(value, "****")
+    return f"{message} (the value is not shown)"
+
+
+def _hidden_values(data: Any, hidden: Collection[PathKey]) -> list[str]:
+    """The texts at the `hidden` paths of `data` that a message could quote (4 characters or more)."""
+    values = []
+    for path in hidden:
+        value = data
+        for part in path:
+            try:
+                value = value[part]
+            except (KeyError, IndexError, TypeError):
+                break
+        else:
+            if isinstance(value, str) and len(value) >= 4:
+                values.append(value)
+    return sorted(values, key=len, reverse=True)
+
+
+def _shown(message: str, error: Any, path: PathKey, hidden: Collection[PathKey], secrets: list[str]) -> str:
+    """`message` as it may be shown: pydantic's own words about a value at (or under) a `hidden` path,
+    no hidden value anywhere, a long input cut."""
+    if any(path[:len(h)] == h for h in hidden):
+        message = _hidden_message(error)
+    for secret in secrets:  # a discriminator's value is quoted by the error of its mapping, for one
+        message = message.replace(secret, "****")
+    return _cut_input(message, error.get("input"))
+
+
+def validation_problems(exc: ValidationError, data: Any, source: SourceMap, file: str,
+                        hidden: Collection[PathKey] = ()) -> list[Problem]:
+    """One located problem per pydantic error (a misspelt key once, not also as a missing one). No
+    message shows the value at a `hidden` path (nor under it), wherever the error is located."""
+    secrets = _hidden_values(data, hidden)
     problems: list[Problem] = []
     seen: set[tuple[Any, ...]] = set()
     errors = exc.errors(include_url=False)
@@ -246,9 +313,10 @@ def validation_problems(exc: ValidationError, data: Any, source: SourceMap, file
                 hint = did_you_mean(key, allowed) if isinstance(key, str) else ""
                 line, col = source.locate((*path, key), key=True) or (None, None)
                 problems.append(Problem(file, line, col,
-                                        f"unknown key {key!r}{hint}; expected one of: {ctx['allowed']}"))
+                                        f"unknown key {quote(key)}{hint}; expected one of: {ctx['allowed']}"))
             continue
         message, about_key = _message(error, data, path, source)
+        message = _shown(message, error, path, hidden, secrets)
         about_key = about_key or error["loc"][-1:] == ("[key]",)
         if isinstance(ctx.get("at"), tuple):
             path, about_key = (*path, *ctx["at"]), True

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import signal
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -29,11 +30,11 @@ from engine.clock import now as clock_now
 from engine.decide.data_check import check_data
 from engine.errors import SiyuError
 from engine.grammar.cron import Cron
-from engine.logs import log
+from engine.logs import SUMMARY_LIMIT, log, mask_text, summarise
 from engine.run.dispatch import Dispatcher
 from engine.run.service import Service
 from engine.run.systemd import Notifier
-from engine.store.connect import is_transient
+from engine.store.connect import is_transient, world_readable
 
 CALLBACK_GRACE = timedelta(seconds=10)
 """At shutdown, how long vendor pushes already received may take to be written and acknowledged
@@ -53,6 +54,30 @@ class PosixCronTrigger(BaseTrigger):  # type: ignore[misc]
         return self.cron.next_after(after, self.tz)
 
 
+class SchedulerLog(logging.Handler):
+    """APScheduler's own log records as Siyu's log lines, never its raw tracebacks on stderr: a job
+    that raised is one `scheduler.job_failed` line (the job id and `summarise` of the exception); any
+    other warning is one `scheduler.warning` line with APScheduler's message, cut short."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is not None:
+            # APScheduler passes the job (or its id) as the first argument of its failure messages
+            job = record.args[0] if isinstance(record.args, tuple) and record.args else None
+            log.error("scheduler.job_failed", job=str(getattr(job, "id", job)), error=summarise(exc))
+        else:
+            log.warning("scheduler.warning", message=mask_text(record.getMessage())[:SUMMARY_LIMIT])
+
+
+def route_scheduler_logs() -> None:
+    """Send the `apscheduler` loggers' warnings and errors through SchedulerLog only (once per process)."""
+    logger = logging.getLogger("apscheduler")
+    if not any(isinstance(handler, SchedulerLog) for handler in logger.handlers):
+        logger.addHandler(SchedulerLog())
+    logger.setLevel(logging.WARNING)
+    logger.propagate = False
+
+
 class Daemon:
     """One Siyu daemon process."""
 
@@ -61,12 +86,13 @@ class Daemon:
         self.config_path = config_path
         self.clock = clock
         self.notifier = notifier or Notifier()
-        self.service = Service.load(config_path)
+        self.service = Service.load(config_path, strict_secrets=True)
         self.dispatcher = self.service.dispatcher(clock)
         self.stop_event = asyncio.Event()
         self.reload_event = asyncio.Event()
         self.exited = asyncio.Event()
         self.scheduler = AsyncIOScheduler(timezone=UTC)
+        route_scheduler_logs()
         self.work_lock = asyncio.Lock()  # evaluations run one at a time (decision order = priority order)
         self.tasks: list[asyncio.Task[None]] = []
         self.data_check: asyncio.Task[None] | None = None  # the latest `check --db` of the playbooks, logged
@@ -90,6 +116,9 @@ class Daemon:
                 ("watchdog", self._every(timedelta(seconds=self.notifier.ping_every), self._ping, self.exited)),
             )]
             self.notifier.ready(self._status())
+            if (readable := world_readable(self.service.engine)) is not None:
+                log.warning("store.world_readable", path=str(readable),
+                            hint="every user of this host can read members' phones and vendors' tokens: chmod 600")
             log.info("daemon.ready", playbooks=len(self.service.playbooks), owner=self.service.owner)
             self._log_lint()
             self.data_check = asyncio.create_task(self._check_data(self.service))
@@ -109,10 +138,12 @@ class Daemon:
         for waiter in waiters:
             waiter.cancel()
         for task in self.tasks:
-            if task in done and not task.cancelled() and task.exception() is not None:
-                log.error("daemon.side_task_died", task=task.get_name(), error=repr(task.exception()))
+            failure = task.exception() if task in done and not task.cancelled() else None
+            if failure is not None:
+                died = summarise(failure)
+                log.error("daemon.side_task_died", task=task.get_name(), error=died)
                 self.stop_event.set()
-                raise SiyuError(f"the {task.get_name()} task died: {task.exception()!r}")
+                raise SiyuError(f"the {task.get_name()} task died: {died}")
 
     async def _shutdown(self) -> int:
         self.notifier.stopping()
@@ -201,7 +232,7 @@ class Daemon:
         except Exception as exc:
             if not is_transient(exc):
                 raise
-            log.warning("daemon.transient_error", error=f"{type(exc).__name__}: {str(exc).splitlines()[0]}")
+            log.warning("daemon.transient_error", error=summarise(exc))
             return 0
 
     async def _ping(self) -> None:
@@ -238,7 +269,7 @@ class Daemon:
     async def _reload(self) -> None:
         """SIGHUP: build and validate a whole new config and playbook set, then swap; or keep the old."""
         try:
-            fresh = await asyncio.to_thread(Service.load, self.config_path)
+            fresh = await asyncio.to_thread(Service.load, self.config_path, True, True)
         except SiyuError as exc:
             for line in str(exc).splitlines():
                 log.error("reload.rejected", problem=line)
@@ -266,7 +297,7 @@ class Daemon:
         try:
             found = await asyncio.to_thread(check_data, service.engine, service.loaded, service.settings.links)
         except Exception as exc:  # noqa: BLE001 - a check that cannot run must not stop the daemon
-            log.warning("data_check.failed", error=f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+            log.warning("data_check.failed", error=summarise(exc))
             return
         for problem in found:
             (log.warning if problem.is_warning else log.error)("data_check.finding", problem=str(problem))

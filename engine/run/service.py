@@ -32,7 +32,7 @@ from engine.config import Settings, load_config
 from engine.decide.contact_policy import ContactPolicies
 from engine.errors import ConfigError, Problem
 from engine.grammar.lint import lint_playbooks
-from engine.grammar.loader import LoadedPlaybook, load_playbooks
+from engine.grammar.loader import LoadedPlaybook, load_playbooks, skipped_links
 from engine.grammar.playbook import Playbook
 from engine.ledger.token_store import LedgerTokenStore
 from engine.run.dispatch import Dispatcher
@@ -92,8 +92,10 @@ class Service:
     owner: str
 
     @classmethod
-    def load(cls, config_path: Path, migrate: bool = True) -> Service:
-        settings, _ = load_config(config_path)
+    def load(cls, config_path: Path, migrate: bool = True, strict_secrets: bool = False) -> Service:
+        """The service for the config at `config_path`; with `strict_secrets` (the daemon) a secret
+        written in the config is an error (engine.config)."""
+        settings, _ = load_config(config_path, strict_secrets=strict_secrets)
         return cls.from_settings(settings, config_path, migrate)
 
     @classmethod
@@ -116,9 +118,11 @@ class Service:
         return [item.playbook for item in self.loaded]
 
     def lint(self) -> list[Problem]:
-        """`siyu check`'s warnings for the loaded playbooks, with the configured channels' send windows."""
+        """`siyu check`'s warnings: the links skipped in the playbook directory, then the loaded playbooks'
+        (with the configured channels' send windows)."""
         windows = {str(name): cfg.send_window for name, cfg in self.settings.channels.items() if cfg.send_window}
-        return lint_playbooks(self.loaded, timezone=self.settings.timezone, send_windows=windows)
+        return [*skipped_links([Path(self.settings.playbooks)]),
+                *lint_playbooks(self.loaded, timezone=self.settings.timezone, send_windows=windows)]
 
     def evaluator(self, clock: Callable[[], datetime] = clock_now) -> Evaluator:
         return Evaluator(self.engine, self.settings, self.playbooks, self.contact, self.owner, clock,

@@ -7,7 +7,7 @@ replicas on one primary). `postgresql://` URLs use psycopg 3.
 from __future__ import annotations
 
 import os
-import re
+import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -29,11 +29,10 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from engine.errors import DatabaseError
+from engine.logs import mask_url_password
 from engine.store.schema import SCHEMA_REVISION
 
 MIGRATIONS = Path(__file__).parent / "migrations"
-_PASSWORD = re.compile(r"(://[^/:@]*:)[^@/]*@")
-"""The password of a URL that does not parse, for messages: `://user:***@`."""
 
 
 def normalise_url(url: str) -> str:
@@ -42,8 +41,7 @@ def normalise_url(url: str) -> str:
         parsed = make_url(url)
     except (ArgumentError, ValueError):  # ValueError: a port that is not a number
         # SQLAlchemy's message repeats the URL, password and all
-        shown = _PASSWORD.sub(r"\1***@", url)
-        raise DatabaseError(f"bad database URL {shown!r}: write e.g. sqlite:///siyu.db or "
+        raise DatabaseError(f"bad database URL {mask_url_password(url)!r}: write e.g. sqlite:///siyu.db or "
                             "postgresql://user@host/db", location="--db") from None
     if parsed.drivername in ("postgresql", "postgres"):
         parsed = parsed.set(drivername="postgresql+psycopg")
@@ -72,6 +70,19 @@ def _create_private_sqlite_file(url: URL) -> None:
     path = Path(database)
     if not path.exists() and path.parent.is_dir():
         os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+
+
+def world_readable(engine: Engine) -> Path | None:
+    """The SQLite file of `engine` when every user of the host may read it (an existing file made
+    before Siyu created its files 0600, or copied), else None. Left as it is: the daemon warns."""
+    database = engine.url.database
+    if engine.dialect.name != "sqlite" or not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    path = Path(database)
+    try:
+        return path if path.stat().st_mode & stat.S_IROTH else None
+    except OSError:  # not there (yet)
+        return None
 
 
 def open_engine(url: str) -> Engine:

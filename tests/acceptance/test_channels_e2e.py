@@ -69,7 +69,8 @@ def _brand(tmp_path: Path, db_url: str, vendors: LocalVendors, listen: str, ai_c
             f"id: e2e-{channel.replace('_', '-')}\nname: 端到端 {channel}\ntrigger: {{schedule: \"0 10 * * *\"}}\n"
             f"audience:\n  all:\n    - tag: {TAGS[channel]}\n    - reachable: {channel}\n"
             f"channels:\n  - {step}\n", encoding="utf-8")
-    config = {"database": {"url": db_url}, "playbooks": str(books), "channels": vendors.channels(),
+    config = {"allow_literal_secrets": True,  # the fakes' own credentials, as `siyu fakes --write-config` writes
+              "database": {"url": db_url}, "playbooks": str(books), "channels": vendors.channels(),
               "policies": {"frequency": [], "quiet_hours": {}}, "http": {"listen": listen},
               "log": {"format": "json", "level": "debug"}, "poll_interval": "1s"}
     config["channels"]["wecom"]["cost"] = 0

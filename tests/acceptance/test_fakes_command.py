@@ -25,8 +25,9 @@ def _commented_block() -> dict[str, object]:
 
 
 def test_config_example__local_fakes_block_is_what_siyu_fakes_serves() -> None:
-    """Uncommented, config.example.yaml's "local fakes" block is exactly the fakes' channels on port 9100."""
-    assert _commented_block() == {"channels": LocalVendors(port=9100).channels()}
+    """Uncommented, config.example.yaml's "local fakes" block is exactly the fakes' channels on port 9100
+    (with `allow_literal_secrets`: their credentials are written in it)."""
+    assert _commented_block() == {"allow_literal_secrets": True, "channels": LocalVendors(port=9100).channels()}
 
 
 def test_fakes__serve_write_a_working_config_and_stop_on_sigterm(tmp_path: Path) -> None:

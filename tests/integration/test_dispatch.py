@@ -214,9 +214,9 @@ def test_tick_command__loads_the_config_once_and_prints_one_round(tmp_path: Path
     loads: list[Path] = []
     real = engine.config.load_config
 
-    def counted(path: Path) -> Any:
+    def counted(path: Path, **options: Any) -> Any:
         loads.append(path)
-        return real(path)
+        return real(path, **options)
 
     monkeypatch.setattr(engine.config, "load_config", counted)
     monkeypatch.setattr(engine.run.service, "load_config", counted)

@@ -148,7 +148,8 @@ def _fallback_config(tmp_path: Path, db_url: str, mapped: list[str], primary_tem
     (tmp_path / "playbooks" / "hello.yaml").write_text(
         'id: hello\nname: 测试\ntrigger: {schedule: "0 10 * * *"}\naudience:\n  all:\n    - reachable: sms\n'
         f"channels:\n  - sms: {{template_code: {template_code}, params: {{name: 小林}}}}\n", encoding="utf-8")
-    config = {"database": {"url": db_url}, "playbooks": str(tmp_path / "playbooks"), "channels": {"sms": sms}}
+    config = {"allow_literal_secrets": True, "database": {"url": db_url}, "playbooks": str(tmp_path / "playbooks"),
+              "channels": {"sms": sms}}
     path = tmp_path / "siyu.yaml"
     path.write_text(yaml.safe_dump(config, allow_unicode=True, sort_keys=False), encoding="utf-8")
     return path

@@ -215,6 +215,20 @@ def test_lint__swapped_cron_on_some_days_says_at_not_daily(tmp_path: Path) -> No
     assert problem.message.startswith("runs at 01:20 (Asia/Shanghai); did you mean 1 20 * * 5 (20:01)?")
 
 
+@pytest.mark.parametrize("template", ["{{ member.phone }}", '{{ member["phone"] }}', "{{ member.phone[-4:] }}"])
+def test_lint__a_message_that_sends_member_phone_is_a_warning_at_the_template(tmp_path: Path, template: str) -> None:
+    """A template that puts the member's phone number in the message is warned, at that template's line."""
+    found = lint(tmp_path, edited('params: {name: "{{ member.nickname }}"}', f"params: {{phone: '{template}'}}"))
+    (problem,) = found
+    assert (problem.line, problem.column, problem.severity) == (15, 49, "warning")
+    assert problem.message.startswith("this message sends the member's phone number (`member.phone`)")
+
+
+def test_lint__other_member_fields_in_a_message_are_not_warned(tmp_path: Path) -> None:
+    """Only `member.phone` in a template is warned: the member's city and nickname are not."""
+    assert lint(tmp_path, edited("{{ member.nickname }}，您好", "{{ member.city }}的{{ member.nickname }}")) == []
+
+
 def test_lint__bundled_examples_give_no_warning() -> None:
     """The example playbooks shipped with Siyu are clean, with the SMS adapter's default window."""
     loaded = load_playbooks([examples.playbooks()])
@@ -250,11 +264,13 @@ def test_check__holdout_fraction_exits_1_located(tmp_path: Path, capsys: pytest.
     assert err.startswith(f"{path}:16:10: holdout is a percentage")
 
 
-def test_check__the_sms_window_comes_from_the_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_check__the_sms_window_comes_from_the_config(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     """With a config, its SMS channel's send_window decides (here until 23:00: 22:30 is fine)."""
     path = write(tmp_path, edited('"0 10 * * *"', '"30 22 * * *"'))
     config = tmp_path / "siyu.yaml"
-    config.write_text("channels:\n  sms: {adapter: aliyun_sms, access_key_id: k, access_key_secret: s, "
+    monkeypatch.setenv("SIYU_TEST_SMS_SECRET", "s")
+    config.write_text("channels:\n  sms: {adapter: aliyun_sms, access_key_id: k, access_key_secret: '${SIYU_TEST_SMS_SECRET}', "
                       "sign_name: 思语, send_window: ['08:00', '23:00']}\n", encoding="utf-8")
     code, out, err = check(tmp_path, capsys, "--config", str(config), str(path))
     assert (code, err) == (0, ""), err
