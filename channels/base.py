@@ -92,6 +92,7 @@ class Receipt:
     status: str  #: the vendor's own status code or text
     at: datetime | None = None
     details: dict[str, Any] = field(default_factory=dict)  #: e.g. call outcome: answered, duration_s, intent
+    address: str | None = None  #: whom the vendor says it reached (phone, openid): a push's must be the member's
 
 
 @dataclass(frozen=True)
@@ -240,41 +241,6 @@ class KeepsConnections(Protocol):
     def open(self) -> None: ...
 
     async def aclose(self) -> None: ...
-
-
-@dataclass(frozen=True)
-class PushRoute:
-    """One push a vendor makes to Siyu's callback server, as the adapter declares it.
-
-    The server accepts `methods` at `path`. With `verify`, a request whose query parameters it
-    rejects is refused (403) before anything is read; with `echo`, a GET answers that query
-    parameter (the vendor checking the address). Otherwise `parse` reads the body (raising
-    ValueError, TypeError or KeyError on a malformed one: refused with 400, nothing applied),
-    the engine applies the receipts and replies, and the push is answered with `ack`: a mapping
-    as JSON, a string as plain text.
-    """
-
-    path: str
-    vendor: str  #: the vendor's name in log lines
-    parse: Callable[[bytes], Inbound]
-    ack: Mapping[str, Any] | str
-    methods: tuple[str, ...] = ("POST",)
-    verify: Callable[[Mapping[str, str]], bool] | None = None
-    echo: str | None = None
-
-
-@runtime_checkable
-class Pushes(Protocol):
-    """**Protocol:** an adapter class whose vendor pushes receipts or replies to Siyu.
-
-    `push_routes` is called on the class (not an instance) when the callback server is built,
-    with the settings of every configured channel or fallback provider that uses this adapter
-    (possibly none), and returns the routes its vendor pushes to. Paths are unique across
-    adapters. Routes only describe the vendor's format: the engine serves them (Starlette) and
-    applies what they bring.
-    """
-
-    def push_routes(self, configured: Sequence[Any]) -> Sequence[PushRoute]: ...
 
 
 @cache

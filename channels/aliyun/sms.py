@@ -33,13 +33,13 @@ from channels.base import (
     MessageCheck,
     Outcome,
     OutcomeKind,
-    PushRoute,
     Receipt,
     Reply,
     Touch,
     not_connected,
 )
 from channels.fallback import SmsSettings
+from channels.push import PushRoute, SecretPathSettings, push_text, secret_routes
 from engine.grammar.addresses import mainland_mobile
 
 K = OutcomeKind
@@ -98,7 +98,7 @@ def classify(code: str, http_status: int) -> OutcomeKind:
     return rpc.classify(_CODES, code, http_status)
 
 
-class AliyunSmsSettings(SmsSettings):
+class AliyunSmsSettings(SmsSettings, SecretPathSettings):
     adapter: Literal["aliyun_sms"]
     access_key_id: str
     access_key_secret: str
@@ -167,12 +167,11 @@ class AliyunSmsChannel:
 
     @classmethod
     def push_routes(cls, configured: Sequence[AliyunSmsSettings]) -> list[PushRoute]:
-        """SmsReport receipts and SmsUp replies (vendors.md §3.7). Served whether or not a channel
-        uses Aliyun SMS: they carry no account to tell them apart, and apply only to touches sent."""
-        return [PushRoute("/callbacks/aliyun/sms-report", "aliyun",
-                          lambda body: Inbound(receipts=parse_sms_report(body)), PUSH_ACK),
-                PushRoute("/callbacks/aliyun/sms-up", "aliyun", lambda body: Inbound(replies=parse_sms_up(body)),
-                          PUSH_ACK)]
+        """SmsReport receipts and SmsUp replies (vendors.md §3.7), at the configured `callback_secret`'s
+        paths. SmsUp has no pull API: without these routes 退订 replies are lost (`siyu status` warns)."""
+        return secret_routes(configured, [
+            PushRoute("aliyun/sms-report", "sms", lambda body: Inbound(receipts=parse_sms_report(body)), PUSH_ACK),
+            PushRoute("aliyun/sms-up", None, lambda body: Inbound(replies=parse_sms_up(body)), PUSH_ACK)])
 
     def open(self) -> None:
         self.http.open()
@@ -343,11 +342,12 @@ def _items(body: bytes) -> list[dict[str, Any]]:
 
 def parse_sms_report(body: bytes) -> list[Receipt]:
     """Receipts from an SmsReport push (vendors.md §3.7); raises ValueError on a malformed body."""
-    return [Receipt(touch_id=item.get("out_id") or None, vendor_id=item.get("biz_id") or None,
-                    delivered=item.get("success") in (True, "true"), status=str(item.get("err_code") or ""),
-                    at=shanghai_time(item.get("report_time")),
-                    details={"err_msg": item.get("err_msg"), "sms_size": item.get("sms_size"),
-                             "send_time": item.get("send_time")})
+    return [Receipt(touch_id=push_text(item, "out_id"), vendor_id=push_text(item, "biz_id"),
+                    delivered=item.get("success") in (True, "true"), status=push_text(item, "err_code") or "",
+                    at=shanghai_time(push_text(item, "report_time")),
+                    details={"err_msg": push_text(item, "err_msg", 256), "sms_size": push_text(item, "sms_size"),
+                             "send_time": push_text(item, "send_time")},
+                    address=push_text(item, "phone_number", 32))
             for item in _items(body)]
 
 
@@ -355,9 +355,10 @@ def parse_sms_up(body: bytes) -> list[Reply]:
     """Replies (上行) from an SmsUp push (vendors.md §3.7); raises ValueError on a malformed body."""
     out = []
     for item in _items(body):
-        if not item.get("phone_number"):
+        phone = push_text(item, "phone_number", 32)
+        if phone is None:
             raise ValueError("an SmsUp item has no phone_number")
-        phone = str(item["phone_number"])  # a mainland number in any spelling → bare; anything else as given
-        out.append(Reply(phone=mainland_mobile(phone) or phone, text=str(item.get("content") or ""),
-                         at=shanghai_time(item.get("send_time"))))
+        # a mainland number in any spelling → bare; anything else as given
+        out.append(Reply(phone=mainland_mobile(phone) or phone, text=push_text(item, "content", 1000) or "",
+                         at=shanghai_time(push_text(item, "send_time"))))
     return out

@@ -24,17 +24,16 @@ from channels.aliyun.rpc import GATEWAY_CODES, Endpoint, shanghai_time
 from channels.base import (
     NOT_CONNECTED,
     ChannelContext,
-    ChannelSettings,
     HttpClients,
     Inbound,
     MessageCheck,
     Outcome,
     OutcomeKind,
-    PushRoute,
     Receipt,
     Touch,
     not_connected,
 )
+from channels.push import PushRoute, SecretPathSettings, push_text, secret_routes
 from engine.grammar.values import GrammarModel, Text
 
 VERSION = "2017-05-25"
@@ -89,7 +88,7 @@ class VoiceScenario(GrammarModel):
     play_times: int | None = Field(None, ge=1, le=3)
 
 
-class AliyunVoiceSettings(ChannelSettings):
+class AliyunVoiceSettings(SecretPathSettings):
     adapter: Literal["aliyun_voice"]
     access_key_id: Text
     access_key_secret: Text
@@ -103,25 +102,29 @@ def check_message(settings: AliyunVoiceSettings, message: Mapping[str, Any], add
 
 
 def _int(value: Any) -> int:
+    """A count such as a call's seconds; 0 when it is not one (or beyond any real call)."""
     try:
-        return int(value)
-    except (TypeError, ValueError):
+        number = int(value)
+    except (TypeError, ValueError, OverflowError):
         return 0
+    return number if 0 <= number < 10 ** 9 else 0
 
 
 def voice_receipt(item: Mapping[str, Any]) -> Receipt:
     """One VoiceReport item (or a call detail with the same names) as a `Receipt` with call outcome details."""
-    status = str(item.get("status_code", ""))
-    answered = status in _ANSWERED or bool(item.get("start_time"))
+    status = push_text(item, "status_code") or ""
+    answered = status in _ANSWERED or bool(push_text(item, "start_time"))
+    hangup = push_text(item, "hangup_direction")
     return Receipt(
-        touch_id=item.get("out_id") or None,
-        vendor_id=item.get("call_id") or None,
+        touch_id=push_text(item, "out_id"),
+        vendor_id=push_text(item, "call_id"),
         delivered=answered,
         status=status,
-        at=shanghai_time(item.get("end_time")),
+        at=shanghai_time(push_text(item, "end_time")),
         details={"answered": answered, "duration_s": _int(item.get("duration")),
-                 "hangup_by": _HANGUP.get(str(item.get("hangup_direction", "")), item.get("hangup_direction")),
-                 "intent": None, "status_msg": item.get("status_msg")},
+                 "hangup_by": _HANGUP.get(hangup or "", hangup),
+                 "intent": None, "status_msg": push_text(item, "status_msg", 256)},
+        address=push_text(item, "callee", 32),
     )
 
 
@@ -152,10 +155,11 @@ class AliyunVoiceChannel:
 
     @classmethod
     def push_routes(cls, configured: Sequence[AliyunVoiceSettings]) -> list[PushRoute]:
-        """VoiceReport call outcomes (vendors.md §5.1), served whether or not a channel uses the adapter
-        (like Aliyun's SMS pushes)."""
-        return [PushRoute("/callbacks/aliyun/voice-report", "aliyun",
-                          lambda body: Inbound(receipts=parse_voice_report(body)), VOICE_REPORT_ACK)]
+        """VoiceReport call outcomes (vendors.md §5.1) at the configured `callback_secret`'s path; they
+        apply to `ai_call` touches only."""
+        return secret_routes(configured, [PushRoute(
+            "aliyun/voice-report", "ai_call", lambda body: Inbound(receipts=parse_voice_report(body)),
+            VOICE_REPORT_ACK)])
 
     def open(self) -> None:
         self.http.open()

@@ -5,7 +5,9 @@ official account (+4), the Aliyun outbound robot (+5) and Aliyun voice notificat
 with its own fake credentials (`CREDENTIALS`: not secrets, they open nothing but these fakes).
 `settle()` plays the world behind the vendors: carriers deliver the SMS, staff members confirm
 their WeCom tasks, the robot finishes its calls, and the receipts Aliyun and WeChat push are
-pushed to Siyu's callbacks. `channels()` is the `channels:` config block
+pushed to Siyu's callbacks: Aliyun's to the `callback_secret` path, WeChat's encrypted with
+`encoding_aes_key` (safe mode). Tencent's fallback is configured `push: off` (its receipts and
+replies are pulled), as README recommends. `channels()` is the `channels:` config block
 that points Siyu at them; config.example.yaml carries it, commented (a test keeps them equal).
 """
 
@@ -36,6 +38,8 @@ CREDENTIALS: dict[str, str] = {
     "wechat_app_id": "wx0fakelocal00000",
     "wechat_app_secret": "fake-local-wechat-app-secret",
     "wechat_token": "fake-local-push-token",
+    "wechat_aes_key": "fakeLocalEncodingAesKey000000000000000000ab",
+    "callback_secret": "fake-local-callback-secret-0000000000000",
 }
 SIGN_NAME = "麦德氏"
 TENCENT_TEMPLATES: dict[str, tuple[str, list[str]]] = {
@@ -60,6 +64,8 @@ class LocalVendors:
     host: str = "127.0.0.1"
     deliver_after: timedelta = timedelta(seconds=2)
     callbacks: str | None = "http://127.0.0.1:8080"  #: where Siyu serves push callbacks (`http.listen`)
+    callback_secret: str = CREDENTIALS["callback_secret"]  #: in the paths Aliyun pushes to (`siyu fakes` makes one)
+    encoding_aes_key: str = CREDENTIALS["wechat_aes_key"]  #: WeChat's pushes are encrypted with it (safe mode)
     servers: dict[str, FakeServer] = field(default_factory=dict)
     _template_seen: dict[str, datetime] = field(default_factory=dict)
     _template_pushed: set[str] = field(default_factory=set)
@@ -74,7 +80,7 @@ class LocalVendors:
                                           templates={tid: len(params) for tid, params in TENCENT_TEMPLATES.values()})
         self.wecom = WecomFake(c["wecom_corp_id"], c["wecom_secret"])
         self.wechat = WechatFake(app_id=c["wechat_app_id"], app_secret=c["wechat_app_secret"],
-                                 push_token=c["wechat_token"])
+                                 push_token=c["wechat_token"], encoding_aes_key=self.encoding_aes_key)
         self.bot = BotFake(secrets={c["aliyun_key_id"]: c["aliyun_key_secret"]}, instance_id="inst-fake",
                            job_groups={"jg-lapsed"})
         self.voice = VoiceFake(secrets={c["aliyun_key_id"]: c["aliyun_key_secret"]})
@@ -132,7 +138,7 @@ class LocalVendors:
         pushed = 0
         while self._sms_unreported:
             batch = self._sms_unreported[:SMS_REPORT_BATCH]
-            if not self._push("/callbacks/aliyun/sms-report", sms_report_body(batch)):
+            if not self._push(f"/callbacks/aliyun/sms-report/{self.callback_secret}", sms_report_body(batch)):
                 break
             del self._sms_unreported[:len(batch)]
             pushed += len(batch)
@@ -170,7 +176,8 @@ class LocalVendors:
         return {
             "sms": {"adapter": "aliyun_sms", "base_url": self.url("aliyun_sms"), "access_key_id": c["aliyun_key_id"],
                     "access_key_secret": c["aliyun_key_secret"], "sign_name": SIGN_NAME, "cost": 0.045,
-                    "fallback": {"adapter": "tencent_sms", "base_url": self.url("tencent_sms"),
+                    "callback_secret": self.callback_secret,
+                    "fallback": {"adapter": "tencent_sms", "base_url": self.url("tencent_sms"), "push": False,
                                  "secret_id": c["tencent_secret_id"], "secret_key": c["tencent_secret_key"],
                                  "sdk_app_id": c["tencent_sdk_app_id"], "sign_name": SIGN_NAME,
                                  "templates": {code: {"id": tid, "params": params}
@@ -178,7 +185,8 @@ class LocalVendors:
             "wecom": {"adapter": "wecom", "base_url": self.url("wecom"), "corp_id": c["wecom_corp_id"],
                       "secret": c["wecom_secret"]},
             "template": {"adapter": "wechat_template", "base_url": self.url("wechat"), "app_id": c["wechat_app_id"],
-                         "app_secret": c["wechat_app_secret"], "token": c["wechat_token"]},
+                         "app_secret": c["wechat_app_secret"], "token": c["wechat_token"],
+                         "encoding_aes_key": self.encoding_aes_key},
             "ai_call": {"adapter": "aliyun_outbound_bot", "base_url": self.url("aliyun_outbound_bot"),
                         "access_key_id": c["aliyun_key_id"], "access_key_secret": c["aliyun_key_secret"],
                         "instance_id": "inst-fake", "cost": 0.3,

@@ -9,8 +9,10 @@ config that points every channel at them.
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import signal
+import string
 import threading
 from pathlib import Path
 from typing import IO, Any
@@ -34,8 +36,10 @@ WHAT = {
 
 
 def local_vendors(port: int) -> LocalVendors:
-    """Every fake vendor (channels/fakes/local.py) on ports port+1 … port+6, not started."""
-    return LocalVendors(port=port)
+    """Every fake vendor (channels/fakes/local.py) on ports port+1 … port+6, not started, with a
+    push secret and a WeChat AES key made for this run."""
+    key = "".join(secrets.choice(string.ascii_letters + string.digits) for _ in range(43))
+    return LocalVendors(port=port, callback_secret=secrets.token_urlsafe(32), encoding_aes_key=key)
 
 
 TRIAL_MISFIRE_GRACE = "2h"

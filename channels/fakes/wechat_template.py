@@ -28,6 +28,8 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from channels.wechat.crypto import MessageCrypto
+
 TOKEN_TTL_S = 7200
 DEDUP_S = 600
 SEND_PATH = "/cgi-bin/message/template/send"
@@ -40,6 +42,7 @@ class WechatFake:
     app_id: str = "wx0123456789abcdef"
     app_secret: str = "s3cret-app-secret-0123456789"
     push_token: str = "push-token"  #: the account's server token: signs the pushes
+    encoding_aes_key: str | None = None  #: set: pushes are encrypted (安全模式, safe mode); None: plain
     account: str = "gh_0123456789ab"
     followers: set[str] | None = None  #: openids that follow (None: anyone starting with "o")
     blocked: set[str] = field(default_factory=set)  #: openids on the account's blacklist
@@ -149,14 +152,23 @@ class WechatFake:
 
     # -- pushes -----------------------------------------------------------------------------------------
     def push(self, msgid: int | str, status: str = "success", openid: str = "o_member") -> tuple[dict[str, str], bytes]:
-        """A signed `TEMPLATESENDJOBFINISH` push: (query parameters, XML body)."""
+        """A signed `TEMPLATESENDJOBFINISH` push: (query parameters, XML body), encrypted when the
+        account has an `encoding_aes_key` (safe mode: `encrypt_type=aes`, `msg_signature` over the
+        ciphertext, the body `<xml><ToUserName/><Encrypt/></xml>`)."""
         timestamp, nonce = str(int(self.now())), secrets.token_hex(5)
         signature = hashlib.sha1("".join(sorted([self.push_token, timestamp, nonce])).encode()).hexdigest()
+        query = {"signature": signature, "timestamp": timestamp, "nonce": nonce, "openid": openid}
         xml = (f"<xml><ToUserName><![CDATA[{self.account}]]></ToUserName>"
                f"<FromUserName><![CDATA[{openid}]]></FromUserName><CreateTime>{timestamp}</CreateTime>"
                f"<MsgType><![CDATA[event]]></MsgType><Event><![CDATA[TEMPLATESENDJOBFINISH]]></Event>"
                f"<MsgID>{msgid}</MsgID><Status><![CDATA[{status}]]></Status></xml>")
-        return {"signature": signature, "timestamp": timestamp, "nonce": nonce}, xml.encode()
+        if self.encoding_aes_key is None:
+            return query, xml.encode()
+        crypto = MessageCrypto(self.push_token, self.encoding_aes_key, self.app_id)
+        encrypted = crypto.encrypt(xml.encode())
+        query |= {"encrypt_type": "aes", "msg_signature": crypto.signature(timestamp, nonce, encrypted)}
+        return query, (f"<xml><ToUserName><![CDATA[{self.account}]]></ToUserName>"
+                       f"<Encrypt><![CDATA[{encrypted}]]></Encrypt></xml>").encode()
 
     def pushes(self, status: str = "success") -> list[tuple[dict[str, str], bytes]]:
         """One push per accepted message."""

@@ -31,12 +31,12 @@ from channels.base import (
     MessageCheck,
     Outcome,
     OutcomeKind,
-    PushRoute,
     Receipt,
     Reply,
     Touch,
 )
 from channels.fallback import SmsSettings
+from channels.push import PushRoute, SecretPathSettings, push_text, secret_routes
 from channels.tencent.signing import signed_headers
 from engine.grammar.addresses import e164, mainland_mobile
 from engine.grammar.policies import Duration
@@ -137,7 +137,7 @@ class TencentTemplate(GrammarModel):
     """The playbook's parameter names in the order of the template's {1}, {2}, …"""
 
 
-class TencentSmsSettings(SmsSettings):
+class TencentSmsSettings(SmsSettings, SecretPathSettings):
     adapter: Literal["tencent_sms"]
     secret_id: str
     secret_key: str
@@ -208,12 +208,13 @@ class TencentSmsChannel:
 
     @classmethod
     def push_routes(cls, configured: Sequence[TencentSmsSettings]) -> list[PushRoute]:
-        """The status and reply callbacks (§4.6), served whether or not a channel uses Tencent SMS: they
-        are not signed, and apply only to touches sent."""
-        return [PushRoute("/callbacks/tencent/sms-status", "tencent",
-                          lambda body: Inbound(receipts=parse_status_callback(body)), CALLBACK_ACK),
-                PushRoute("/callbacks/tencent/sms-reply", "tencent",
-                          lambda body: Inbound(replies=parse_reply_callback(body)), CALLBACK_ACK)]
+        """The status and reply callbacks (§4.6) at the configured `callback_secret`'s paths. Tencent
+        signs neither; `push: off` and the status and reply pulls are the recommended setup."""
+        return secret_routes(configured, [
+            PushRoute("tencent/sms-status", "sms", lambda body: Inbound(receipts=parse_status_callback(body)),
+                      CALLBACK_ACK),
+            PushRoute("tencent/sms-reply", None, lambda body: Inbound(replies=parse_reply_callback(body)),
+                      CALLBACK_ACK)])
 
     def open(self) -> None:
         self.http.open()
@@ -409,7 +410,7 @@ class TencentSmsChannel:
 def _at(unix: Any) -> datetime | None:
     try:
         return datetime.fromtimestamp(int(unix), UTC) if unix not in (None, "", 0) else None
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError, OSError):  # not a time, or none any calendar holds
         return None
 
 
@@ -455,24 +456,29 @@ def _records(body: bytes | str | Any) -> list[dict[str, Any]]:
     return [i for i in items if isinstance(i, dict)]
 
 
-def _phone(nationcode: Any, mobile: Any) -> str:
-    """The replying number: bare when it is a mainland mobile number in any spelling, else as given."""
-    code, number = str(nationcode or "86").lstrip("+"), str(mobile or "")
+def _phone(record: Mapping[str, Any]) -> str:
+    """The number of a pushed record: bare when it is a mainland mobile number in any spelling, else as given."""
+    code, number = (push_text(record, "nationcode") or "86").lstrip("+"), push_text(record, "mobile", 32) or ""
     return (mainland_mobile(number) or number) if code == "86" else f"+{code}{number}"
 
 
 def parse_status_callback(body: bytes | str | Any) -> list[Receipt]:
     """Delivery receipts from a status callback body (a JSON array; one POST may batch several)."""
-    return [Receipt(touch_id=_touch_id(r.get("ext") or r.get("session_context") or r.get("SessionContext")),
-                    vendor_id=r.get("sid"), delivered=r.get("report_status") == "SUCCESS",
-                    status=str(r.get("errmsg") or r.get("report_status") or ""),
-                    at=_local_time(r.get("user_receive_time")),
-                    details={"description": r.get("description")})
+    return [Receipt(touch_id=_touch_id(push_text(r, "ext", 256) or push_text(r, "session_context", 256)
+                                       or push_text(r, "SessionContext", 256)),
+                    vendor_id=push_text(r, "sid"), delivered=r.get("report_status") == "SUCCESS",
+                    status=push_text(r, "errmsg") or push_text(r, "report_status") or "",
+                    at=_local_time(push_text(r, "user_receive_time")),
+                    details={"description": push_text(r, "description", 256)},
+                    address=_phone(r))
             for r in _records(body)]
 
 
 def parse_reply_callback(body: bytes | str | Any) -> list[Reply]:
     """SMS replies (上行) from a reply callback body (one JSON object, or an array of them)."""
-    return [Reply(phone=_phone(r.get("nationcode"), r.get("mobile")), text=str(r.get("text", "")),
-                  at=_at(r.get("time")))
-            for r in _records(body)]
+    replies = []
+    for r in _records(body):
+        if not push_text(r, "mobile", 32):
+            raise ValueError("a reply has no mobile")
+        replies.append(Reply(phone=_phone(r), text=push_text(r, "text", 1000) or "", at=_at(r.get("time"))))
+    return replies

@@ -37,6 +37,7 @@ from typing import Literal
 
 import structlog
 
+from channels.push import PushRefused
 from engine.clock import now as clock_now
 
 log = structlog.get_logger("siyu")
@@ -49,7 +50,7 @@ PAD_BLOCK = 32
 """PKCS#7 pads to this many bytes (both vendors' documents: K = 32)."""
 
 _HEADER = 20  # 16 random bytes + the 4-byte length
-_KEY = re.compile(r"[A-Za-z0-9+/]{43}")
+AES_KEY_SHAPE = re.compile(r"[A-Za-z0-9+/]{43}")
 _SIGNATURE = re.compile(r"[0-9a-fA-F]{40}")
 _TIMESTAMP = re.compile(r"[0-9]{1,12}")
 _NONCE = re.compile(r"[!-~]{1,128}")  # printable ASCII: WeChat's nonces are digits, WeCom's digits or letters
@@ -61,18 +62,6 @@ BAD_NONCE = "bad nonce"
 REPLAYED = "nonce seen before"
 UNDECRYPTABLE = "undecryptable"
 WRONG_RECEIVER = "wrong receive id"
-
-
-class PushRefused(Exception):
-    """A push whose signature, timestamp or nonce is refused: the server answers 403.
-
-    `reason` is short ("bad signature", "timestamp outside ±300 s", "nonce seen before",
-    "undecryptable", "wrong receive id", …) and never holds a token or key.
-    """
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 def plain_signature(token: str, timestamp: str, nonce: str) -> str:
@@ -88,7 +77,7 @@ def _aes_key(encoding_aes_key: str) -> bytes:
     """The 32-byte AESKey; ValueError (which never quotes the key) when it is not 43 base64 characters."""
     if len(encoding_aes_key) != 43:
         raise ValueError(f"encoding_aes_key must be 43 characters, not {len(encoding_aes_key)}")
-    if not _KEY.fullmatch(encoding_aes_key):
+    if not AES_KEY_SHAPE.fullmatch(encoding_aes_key):
         raise ValueError("encoding_aes_key has a character outside the base64 alphabet (A-Z a-z 0-9 + /)")
     return base64.b64decode(encoding_aes_key + "=")
 

@@ -9,15 +9,18 @@ the at-most-once rule allows (`lookup`, inside `dedup_window`). There is no quer
 older unknown send stays unknown. Keyword values are checked against the 2023 content rules
 (≤ 20 characters, no line breaks) before anything is sent.
 
-Delivery results arrive as `TEMPLATESENDJOBFINISH` pushes: `check_signature` and
-`parse_event` serve the callback route (`push_routes`); answer it with `ACKNOWLEDGEMENT`.
+Delivery results arrive as `TEMPLATESENDJOBFINISH` pushes to the callback route (`push_routes`),
+answered with `ACKNOWLEDGEMENT`. In `push_mode: safe` (the default) they are AES-encrypted with
+the account's `encoding_aes_key` and signed over the encrypted body (`msg_signature`); `compat`
+carries both forms (the encrypted one is read); `plain` is signed over token, timestamp and
+nonce only — not the body — and is served only when set explicitly (the daemon warns at
+start). In every mode the timestamp must be within ±300 s and the nonce new
+(channels/wechat/crypto.py: one codec and replay guard, shared with WeCom's callbacks).
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
@@ -26,22 +29,30 @@ from typing import Any, Literal
 
 import httpx
 import structlog
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from channels.base import (
     NOT_CONNECTED,
     ChannelContext,
     ChannelError,
-    ChannelSettings,
     HttpClients,
     Inbound,
     MessageCheck,
     Outcome,
     OutcomeKind,
-    PushRoute,
     Receipt,
     Touch,
     not_connected,
+)
+from channels.push import PushRefused, PushRoute, PushSettings
+from channels.wechat.crypto import (
+    AES_KEY_SHAPE,
+    DEFAULT_PUSH_MODE,
+    AccountKeys,
+    PushMode,
+    ReplayGuard,
+    open_push,
+    verify_echo,
 )
 from channels.wechat.token import TokenCache
 from engine.grammar.policies import Duration
@@ -102,13 +113,39 @@ def check_message(message: Mapping[str, Any], address: Mapping[str, Any], *,
     return None
 
 
-class WechatTemplateSettings(ChannelSettings):
+class WechatTemplateSettings(PushSettings):
     adapter: Literal["wechat_template"]
     app_id: str
     app_secret: str
     base_url: str | None = "https://api.weixin.qq.com"
     token: str | None = None
-    """The account's server token (服务器配置): checks the signature of `TEMPLATESENDJOBFINISH` pushes."""
+    """The account's server token (服务器配置 → 令牌): signs `TEMPLATESENDJOBFINISH` pushes."""
+    encoding_aes_key: str | None = None
+    """服务器配置 → EncodingAESKey (43 characters): decrypts the pushes in safe and compat mode."""
+    push_mode: PushMode = DEFAULT_PUSH_MODE
+    """服务器配置 → 消息加解密方式: 安全模式 (safe), 兼容模式 (compat) or 明文模式 (plain: the body is not
+    signed; only when set explicitly, with a warning at start)."""
+
+    @field_validator("encoding_aes_key")
+    @classmethod
+    def _aes_key(cls, value: str | None) -> str | None:
+        if value is not None and not AES_KEY_SHAPE.fullmatch(value):
+            raise ValueError("an EncodingAESKey is 43 characters of A-Z a-z 0-9 (as the console shows it)")
+        return value
+
+    def push_off_reason(self) -> str | None:
+        if reason := super().push_off_reason():
+            return reason
+        if not self.token:
+            return "no token"
+        if self.push_mode != "plain" and not self.encoding_aes_key:
+            return f"push_mode {self.push_mode} needs encoding_aes_key"
+        return None
+
+    def push_warning(self) -> str | None:
+        if self.push_off_reason() is None and self.push_mode == "plain":
+            return "push_mode plain: WeChat's signature does not cover the body; set encoding_aes_key and push_mode safe"
+        return None
     max_keyword_length: int = Field(DEFAULT_KEYWORD_LENGTH, ge=1)
     """2023 content rules: each keyword value is at most this many characters."""
     dedup_window: Duration = timedelta(minutes=10)
@@ -138,18 +175,32 @@ class WechatTemplateChannel:
 
     @classmethod
     def push_routes(cls, configured: Sequence[WechatTemplateSettings]) -> list[PushRoute]:
-        """TEMPLATESENDJOBFINISH pushes and WeChat's address check (GET with `echostr`), one route for
-        every account, signed with one of the configured accounts' `token`; none without a token."""
-        tokens = [s.token for s in configured if s.token]
-        if not tokens:
+        """TEMPLATESENDJOBFINISH pushes and WeChat's address check (GET with `echostr`): one route for
+        every account that allows pushes, each push opened with the keys of the account that signed it
+        (safe and compat: encrypted; plain: only accounts set to plain); none when no account does."""
+        serving = [s for s in configured if s.push_off_reason() is None]
+        if not serving:
             return []
+        encrypted = [AccountKeys(s.token or "", s.encoding_aes_key, s.app_id) for s in serving
+                     if s.push_mode != "plain"]
+        plain = [AccountKeys(s.token or "", None, s.app_id) for s in serving if s.push_mode == "plain"]
+        guard = ReplayGuard()
 
-        def signed(query: Mapping[str, str]) -> bool:
-            return any(check_signature(token, query.get("signature", ""), query.get("timestamp", ""),
-                                       query.get("nonce", "")) for token in tokens)
+        def open_(query: Mapping[str, str], body: bytes) -> bytes:
+            if query.get("encrypt_type") == "aes" and encrypted:
+                return open_push(query, body, keys=encrypted, mode="safe", guard=guard)
+            if plain:
+                return open_push(query, body, keys=plain, mode="plain", guard=guard)
+            raise PushRefused("not encrypted (push_mode safe)")
 
-        return [PushRoute("/callbacks/wechat", "wechat", lambda body: Inbound(receipts=parse_event(body)),
-                          ACKNOWLEDGEMENT, methods=("GET", "POST"), verify=signed, echo="echostr")]
+        def echo(query: Mapping[str, str]) -> str:
+            return verify_echo(query, keys=[*encrypted, *plain])
+
+        allow = tuple(dict.fromkeys(n for s in serving for n in s.callback_allow)) if all(
+            s.callback_allow for s in serving) else ()
+        return [PushRoute("wechat", "template", lambda body: Inbound(receipts=parse_event(body)), ACKNOWLEDGEMENT,
+                          open=open_, echo=echo, methods=("GET", "POST"), allow=allow,
+                          forget=lambda query: guard.release(query.get("timestamp", ""), query.get("nonce", "")))]
 
     def open(self) -> None:
         self.http.open()
@@ -314,22 +365,18 @@ def _for(touch: Touch, shared: Outcome) -> Outcome:
 
 
 # -- the TEMPLATESENDJOBFINISH push ---------------------------------------------------------------------
-def check_signature(token: str, signature: str, timestamp: str, nonce: str) -> bool:
-    """True when `signature` is the SHA1 of the sorted, concatenated token, timestamp and nonce."""
-    expected = hashlib.sha1("".join(sorted([token, timestamp, nonce])).encode()).hexdigest()  # WeChat's scheme
-    return hmac.compare_digest(expected, signature.lower())
-
-
 def parse_event(xml: bytes) -> list[Receipt]:
     """The receipt a `TEMPLATESENDJOBFINISH` push carries (none for other events or damaged XML)."""
     try:
         root = ET.fromstring(xml)  # expat refuses entity-expansion bombs
-    except ET.ParseError:
+    except (ET.ParseError, LookupError, ValueError):  # damaged, or an encoding that does not exist
         return []
     fields = {child.tag: (child.text or "").strip() for child in root}
     if fields.get("MsgType") != "event" or fields.get("Event") != EVENT or not fields.get("MsgID"):
         return []
     status = fields.get("Status", "")
-    at = datetime.fromtimestamp(int(fields["CreateTime"]), UTC) if fields.get("CreateTime", "").isdigit() else None
-    return [Receipt(touch_id=None, vendor_id=fields["MsgID"], delivered=status == "success", status=status, at=at,
-                    details={"account": fields.get("ToUserName")})]
+    created = fields.get("CreateTime", "")
+    at = datetime.fromtimestamp(int(created), UTC) if created.isdigit() and len(created) <= 10 else None
+    return [Receipt(touch_id=None, vendor_id=fields["MsgID"][:64], delivered=status == "success", status=status[:64],
+                    at=at, details={"account": fields.get("ToUserName", "")[:64]},
+                    address=fields.get("FromUserName") or None)]

@@ -14,7 +14,7 @@ advisory locks, so two replicas never pass the same member's last allowed touch.
 Its modules, by what they are about: `touches` (states, ids, recording decisions and what the
 gate counts), `claims` (due rows, claiming under a lease, settling, expiry), `runs` (runs and
 watermarks), `suppressions`, `vendor_state` (tokens, channel pauses), `receipts` (deliveries,
-member events), `reports` (counts for `siyu status`) and `dialect` (where PostgreSQL and SQLite
+member events), `push_counts` (vendor pushes per route), `reports` (counts for `siyu status`) and `dialect` (where PostgreSQL and SQLite
 differ). Callers use the names re-exported here: `from engine import ledger; ledger.claim_batch(…)`.
 """
 
@@ -35,7 +35,8 @@ from engine.ledger.claims import (
     settle_unknown,
 )
 from engine.ledger.dialect import one_of
-from engine.ledger.receipts import add_member_event, awaiting_receipts, record_delivery
+from engine.ledger.push_counts import add_push_counts, last_accepted_pushes, push_counts
+from engine.ledger.receipts import add_member_event, awaiting_receipts, receipt_target, record_delivery
 from engine.ledger.reports import channel_day, playbook_state_counts, rows_in_states, state_counts
 from engine.ledger.runs import (
     advance_watermark,
@@ -79,6 +80,7 @@ __all__ = [
     "FINAL_STATES",
     "TouchState",
     "add_member_event",
+    "add_push_counts",
     "add_suppression",
     "advance_watermark",
     "await_lookup",
@@ -98,6 +100,7 @@ __all__ = [
     "finish_run",
     "get_watermark",
     "invalidate_token",
+    "last_accepted_pushes",
     "last_runs",
     "list_suppressions",
     "lock_budgets",
@@ -106,6 +109,8 @@ __all__ = [
     "one_of",
     "pause_channel",
     "playbook_state_counts",
+    "push_counts",
+    "receipt_target",
     "record",
     "record_delivery",
     "release",

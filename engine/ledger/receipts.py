@@ -9,9 +9,10 @@ from typing import Any
 from sqlalchemy import Connection, select, update
 from sqlalchemy.engine import RowMapping
 
+from engine.grammar.addresses import ADDRESS_FIELDS
 from engine.ledger.dialect import dialect_insert
 from engine.ledger.touches import TouchState
-from engine.store.schema import events, touches
+from engine.store.schema import events, members, touches
 
 
 def record_delivery(conn: Connection, *, touch_id: str | None, vendor_id: str | None, delivered: bool,
@@ -39,6 +40,22 @@ def record_delivery(conn: Connection, *, touch_id: str | None, vendor_id: str | 
         values["vendor_result"] = dict(result)
     conn.execute(update(touches).where(touches.c.touch_id == row.touch_id).values(**values))
     return str(row.touch_id)
+
+
+def receipt_target(conn: Connection, *, touch_id: str | None, vendor_id: str | None) -> RowMapping | None:
+    """The sent touch a receipt names (by touch_id, else vendor_id) with its channel, provider and the
+    member's addresses as stored now; None when no sent touch matches."""
+    if touch_id is not None:
+        where = touches.c.touch_id == touch_id
+    elif vendor_id is not None:
+        where = touches.c.vendor_id == vendor_id
+    else:
+        return None
+    columns = [touches.c.touch_id, touches.c.channel, touches.c.provider, touches.c.member_id,
+               *(members.c[name] for name in sorted({f for fields in ADDRESS_FIELDS.values() for f in fields}))]
+    return conn.execute(select(*columns).select_from(touches.outerjoin(members, members.c.member_id ==
+                                                                       touches.c.member_id))
+                        .where(where, touches.c.state.in_(("sent", "unknown"))).limit(1)).mappings().first()
 
 
 def awaiting_receipts(conn: Connection, channel: str, since: datetime, limit: int = 1000) -> list[RowMapping]:

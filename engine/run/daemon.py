@@ -27,15 +27,19 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.base import BaseTrigger
 
 from engine.clock import now as clock_now
+from engine.clock import zone
 from engine.decide.data_check import check_data
 from engine.errors import SiyuError
 from engine.grammar.cron import Cron
 from engine.logs import SUMMARY_LIMIT, log, mask_text, summarise
+from engine.run.callbacks import PushTally
 from engine.run.dispatch import Dispatcher
 from engine.run.service import Service
 from engine.run.systemd import Notifier
 from engine.store.connect import is_transient, world_readable
 
+PUSH_COUNTS_EVERY = timedelta(minutes=1)
+"""How often the callback server's push counts are added to the `callback_counts` table."""
 CALLBACK_GRACE = timedelta(seconds=10)
 """At shutdown, how long vendor pushes already received may take to be written and acknowledged
 (a push cut off is not acknowledged, and the vendor pushes it again)."""
@@ -97,6 +101,7 @@ class Daemon:
         self.tasks: list[asyncio.Task[None]] = []
         self.data_check: asyncio.Task[None] | None = None  # the latest `check --db` of the playbooks, logged
         self.retired: list[Dispatcher] = []  # replaced by a reload: their adapters' connections are closed at exit
+        self.push_tally = PushTally(zone(self.service.settings.timezone), clock)
 
     # -- the loop --------------------------------------------------------------------------------
     async def run(self, install_signal_handlers: bool = True) -> int:
@@ -112,6 +117,7 @@ class Daemon:
                 ("reconcile", self._every(self.service.settings.dispatch.lease / 2,
                                           lambda: self.dispatcher.reconcile())),
                 ("receipts", self._every(self.service.settings.poll_interval * 2, self._pull_receipts)),
+                ("push_counts", self._every(PUSH_COUNTS_EVERY, self._flush_push_counts, self.exited)),
                 # the watchdog keeps pinging through the shutdown grace, until the very end
                 ("watchdog", self._every(timedelta(seconds=self.notifier.ping_every), self._ping, self.exited)),
             )]
@@ -162,6 +168,8 @@ class Daemon:
         for task in self.tasks:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
+        with contextlib.suppress(Exception):  # the pushes of the last minute; the database may be the reason we stop
+            self.push_tally.flush(self.service.engine)
         for dispatcher in (*self.retired, self.dispatcher):
             await dispatcher.aclose()
         self.service.engine.dispose()
@@ -191,12 +199,15 @@ class Daemon:
         if listen is None:
             await self.exited.wait()
             return
-        from engine.run.callbacks import build_app
-        from engine.run.callbacks import server as callback_server
+        from engine.run.callbacks import build_app, log_push_routes
+        from engine.run.http_server import http_server, raise_open_files_limit
         from engine.run.receipts import ReceiptBook
 
+        channels = self.service.settings.channels
         book = ReceiptBook(self.service.engine, self.service.settings.sms_unsubscribe)
-        server = callback_server(build_app(book, self.service.settings.channels.values()), listen, CALLBACK_GRACE)
+        log_push_routes(channels)
+        raise_open_files_limit()
+        server = http_server(build_app(book, channels, self.push_tally), listen, grace=CALLBACK_GRACE)
 
         async def serve() -> None:
             with contextlib.suppress(SystemExit):  # uvicorn exits the process when it cannot bind
@@ -215,6 +226,9 @@ class Daemon:
             raise SiyuError(f"cannot serve callbacks on {listen} (http.listen): is the port taken?")
         server.should_exit = True
         await serving
+
+    async def _flush_push_counts(self) -> None:
+        await asyncio.to_thread(self.push_tally.flush, self.service.engine)
 
     async def _pull_receipts(self) -> None:
         counts = await self.service.pull_receipts(self.clock())

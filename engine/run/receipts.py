@@ -8,6 +8,12 @@
   vendor reports and the member was imported with.
 - An AI call's outcome (answered, duration, who hung up, intent) is kept on the touch and
   written as a member event `ai_call_result`, so a playbook can follow up.
+
+A pushed receipt must also be consistent with what it lands on (`PushOrigin`): the touch was
+sent on the route's channel through the route's adapter, and the number (or openid) the
+vendor reports is the member's current one. Anything else is counted `inconsistent` and
+changes nothing: a forged or misdirected receipt cannot flip a delivery or create an
+`ai_call_result` event. Pulled receipts answer our own query for our own touches.
 """
 
 from __future__ import annotations
@@ -19,11 +25,12 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, Engine, select
+from sqlalchemy.engine import RowMapping
 
 from channels.base import Inbound, Receipt, ReceiptSource, Reply
 from engine import ledger
 from engine.clock import now as clock_now
-from engine.grammar.addresses import mainland_mobile, masked
+from engine.grammar.addresses import REACH, mainland_mobile, masked
 from engine.logs import log
 from engine.run.touches import touch_of
 from engine.store.connect import write_transaction
@@ -38,6 +45,26 @@ def is_unsubscribe(text: str, keywords: Iterable[str] = DEFAULT_UNSUBSCRIBE) -> 
     return any(reply == keyword.strip().casefold() for keyword in keywords)
 
 
+@dataclass(frozen=True)
+class PushOrigin:
+    """The route a push came in on, and the touches its receipts may land on."""
+
+    route: str
+    senders: frozenset[tuple[str, str | None]]
+    """(channel, provider) of the touches this route's adapter sends, as the ledger records them
+    (`provider` is None for a channel without a fallback)."""
+
+    def admits(self, target: RowMapping, address: str | None) -> bool:
+        """True when the receipt reached the touch's member through this route's adapter."""
+        channel = str(target["channel"])
+        if (channel, target["provider"]) not in self.senders or channel not in REACH or address is None:
+            return False
+        reach = REACH[channel]
+        field = reach.address[0]
+        pushed = mainland_mobile(address) if field in reach.mobile else address
+        return pushed is not None and pushed == target[field]
+
+
 @dataclass
 class ReceiptBook:
     """Applies what vendors report about touches and members."""
@@ -46,14 +73,26 @@ class ReceiptBook:
     unsubscribe: Sequence[str] = DEFAULT_UNSUBSCRIBE
     clock: Callable[[], datetime] = clock_now
 
-    def apply(self, inbound: Inbound) -> dict[str, int]:
-        """Apply receipts and replies in one transaction; counts of what changed."""
-        counts = {"receipts": 0, "unmatched": 0, "unsubscribed": 0, "call_results": 0}
+    def apply(self, inbound: Inbound, origin: PushOrigin | None = None) -> dict[str, int]:
+        """Apply receipts and replies in one transaction; counts of what changed. Receipts pushed
+        through `origin` apply only where it `admits` them (else counted `inconsistent`)."""
+        counts = {"receipts": 0, "unmatched": 0, "inconsistent": 0, "replies": len(inbound.replies),
+                  "unsubscribed": 0, "call_results": 0}
         with write_transaction(self.engine) as conn:
             for reply in inbound.replies:
                 counts["unsubscribed"] += self._reply(conn, reply)
             for receipt in inbound.receipts:
-                touch_id = ledger.record_delivery(conn, touch_id=receipt.touch_id, vendor_id=receipt.vendor_id,
+                touch_id: str | None = receipt.touch_id
+                if origin is not None:
+                    target = ledger.receipt_target(conn, touch_id=receipt.touch_id, vendor_id=receipt.vendor_id)
+                    if target is None:
+                        counts["unmatched"] += 1
+                        continue
+                    if not origin.admits(target, receipt.address):
+                        counts["inconsistent"] += 1
+                        continue
+                    touch_id = str(target["touch_id"])
+                touch_id = ledger.record_delivery(conn, touch_id=touch_id, vendor_id=receipt.vendor_id,
                                                   delivered=receipt.delivered, status=receipt.status,
                                                   at=receipt.at, result=receipt.details or None)
                 if touch_id is None:

@@ -32,6 +32,8 @@ def report(engine: Engine, settings: Settings, playbooks: list[Playbook], now: d
         attention = ledger.rows_in_states(conn, ("unknown", "failed"))
         totals = ledger.state_counts(conn)
         pauses = ledger.channel_pauses_now(conn)
+        pushes = ledger.push_counts(conn, today.isoformat())
+        last_pushes = ledger.last_accepted_pushes(conn)
     books = []
     for p in sorted(playbooks, key=lambda p: p.id):
         last = runs.get(p.id)
@@ -63,7 +65,26 @@ def report(engine: Engine, settings: Settings, playbooks: list[Playbook], now: d
                        "error_message": mask_phone(r["error_message"] or ""),
                        "decided_at": r["decided_at"].astimezone(tz).isoformat()} for r in attention],
         "ledger": totals,
+        "pushes": _pushes(settings, pushes, last_pushes, tz),
     }
+
+
+def _pushes(settings: Settings, today: dict[str, dict[str, int]], last: dict[str, datetime], tz: Any
+            ) -> dict[str, Any]:
+    """Per push route served: today's counts by outcome and the last accepted push; and warnings
+    for adapters that serve no route although their vendor pushes what cannot be pulled."""
+    from engine.run.callbacks import OUTCOMES, push_off, served_routes
+
+    routes = sorted({s.route.route for s in served_routes(settings.channels)} | set(today))
+    warnings = [f"channel {channel} ({adapter}) serves no push route ({reason}): its 退订 replies are lost "
+                "(Aliyun has no pull for SmsUp)" for channel, adapter, reason in
+                push_off(settings.channels) if adapter == "aliyun_sms"]
+    if settings.http.listen is None:
+        warnings.append("http.listen is null: `siyu run` serves no push route")
+    return {"routes": {route: {"today": {o: today.get(route, {}).get(o, 0) for o in OUTCOMES},
+                               "last_accepted": last[route].astimezone(tz).isoformat() if route in last else None}
+                       for route in routes},
+            "warnings": warnings}
 
 
 def render(status: dict[str, Any], out: IO[str]) -> None:
@@ -95,3 +116,16 @@ def render(status: dict[str, Any], out: IO[str]) -> None:
                          f"{r['error_code'] or ''} {r['error_message']}".strip())
         console.print(rows)
     console.print("ledger: " + (", ".join(f"{k} {v:,}" for k, v in sorted(status["ledger"].items())) or "empty"))
+    pushes = status["pushes"]
+    if pushes["routes"]:
+        table = Table(title="vendor pushes today")
+        table.add_column("route")
+        outcomes = list(next(iter(pushes["routes"].values()))["today"])
+        for outcome in outcomes:
+            table.add_column(outcome, justify="right")
+        table.add_column("last accepted")
+        for route, p in pushes["routes"].items():
+            table.add_row(route, *(f"{p['today'][o]:,}" for o in outcomes), p["last_accepted"] or "-")
+        console.print(table)
+    for warning in pushes["warnings"]:
+        console.print(f"warning: {warning}", markup=False)

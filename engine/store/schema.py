@@ -30,7 +30,7 @@ from sqlalchemy.types import TypeDecorator
 
 from engine.grammar.values import MEMBER_FIELDS
 
-SCHEMA_REVISION = "0006"
+SCHEMA_REVISION = "0007"
 """The newest migration in engine/store/migrations/versions (test_migrations keeps them equal): what
 `require_schema` expects a database to be at."""
 
@@ -270,4 +270,16 @@ channel_pauses = Table(
     Column("reason", Text, nullable=False),
     Column("paused_at", UtcDateTime, nullable=False),
     Column("resume_at", UtcDateTime, nullable=False),  # then one probe send decides
+)
+
+
+# --------------------------------------------------------------------------- vendor pushes
+
+callback_counts = Table(
+    "callback_counts", metadata,
+    Column("day", String(10), primary_key=True),  # the config timezone's date, YYYY-MM-DD
+    Column("route", String(64), primary_key=True),  # e.g. "aliyun/sms-up" (never the path: it holds the secret)
+    Column("outcome", String(16), primary_key=True),  # applied, inconsistent, unmatched, refused, malformed, …
+    Column("count", BigInteger, nullable=False),
+    Column("last_at", UtcDateTime, nullable=False),  # the latest push counted here
 )

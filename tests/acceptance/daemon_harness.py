@@ -89,21 +89,23 @@ channels:
 
 def config_yaml(db_url: str, *, latency_ms: int = 50, batch_size: int = 20, channel_batch: int = 5,
                 concurrency: int = 4, rate_per_second: float | None = None, lease: str = "3s", grace: str = "5s",
-                misfire_grace: str = "5m") -> str:
-    """A config for the daemon tests: every channel on the slow `log` sink, no caps, no quiet hours."""
+                misfire_grace: str = "5m", sms: str | None = None) -> str:
+    """A config for the daemon tests: every channel on the slow `log` sink (or `sms` as given, as YAML),
+    no caps, no quiet hours."""
     sink = (f"{{adapter: log, path: touches.jsonl, latency_ms: {latency_ms}, batch_size: {channel_batch}, "
             f"concurrency: {concurrency}"
             + (f", rate_per_second: {rate_per_second}" if rate_per_second else "") + "}")
     return (f'database: {{url: "{db_url}"}}\n'
             "timezone: Asia/Shanghai\n"
             "playbooks: playbooks/\n"
-            f"channels:\n  sms: {sink}\n  wecom: {sink}\n"
+            f"channels:\n  sms: {sms or sink}\n  wecom: {sink}\n"
             "policies: {frequency: [], quiet_hours: {}, budgets: {}}\n"
             f"dispatch: {{lease: {lease}, batch_size: {batch_size}, grace: {grace}, retry_wait: 1s}}\n"
             "log: {format: json}\n"
             "poll_interval: 1s\n"
             'http: {listen: "127.0.0.1:0"}\n'  # several daemons at once: each takes a free port
-            f"misfire_grace: {misfire_grace}\n")
+            f"misfire_grace: {misfire_grace}\n"
+            + ("allow_literal_secrets: true\n" if sms else ""))
 
 
 def write_setup(tmp_path: Path, db_url: str, playbooks: dict[str, str], **config: Any) -> Path:

@@ -411,7 +411,10 @@ def test_run__sigterm_with_a_receipt_push_in_flight_answers_it_and_exits_cleanly
     from channels.fakes.aliyun_sms import SentSms, sms_report_body
     from engine.store.schema import touches
 
-    write_setup(tmp_path, sqlite_url, {})
+    secret = "daemon-test-callback-secret-000000000"
+    write_setup(tmp_path, sqlite_url, {}, sms=(
+        '{adapter: aliyun_sms, access_key_id: k, access_key_secret: s, sign_name: 麦德氏, '
+        f'base_url: "http://127.0.0.1:9", callback_secret: {secret}}}'))
     seed_members(sqlite_url, 1)
     sent_at = datetime.now(UTC)
     engine = open_engine(sqlite_url)
@@ -429,7 +432,7 @@ def test_run__sigterm_with_a_receipt_push_in_flight_answers_it_and_exits_cleanly
     answers: list[httpx.Response] = []
     with write_transaction(engine):  # the push's write waits for this lock
         push = threading.Thread(target=lambda: answers.append(
-            httpx.post(f"http://{address}/callbacks/aliyun/sms-report", content=body, timeout=30)))
+            httpx.post(f"http://{address}/callbacks/aliyun/sms-report/{secret}", content=body, timeout=30)))
         push.start()
         time.sleep(0.5)  # the request is in the handler, waiting for the lock
         daemon.signal(signal.SIGTERM)

@@ -53,7 +53,8 @@ def test_receipts__found_by_vendor_id_when_no_touch_id(db: Engine) -> None:
 def test_receipts__unknown_touch_is_counted_not_invented(db: Engine) -> None:
     """A receipt for a touch we never sent changes no row."""
     counts = ReceiptBook(db).apply(Inbound(receipts=[Receipt("TNOPE", None, True, "DELIVRD", NOW)]))
-    assert counts == {"receipts": 0, "unmatched": 1, "unsubscribed": 0, "call_results": 0}
+    assert counts == {"receipts": 0, "unmatched": 1, "inconsistent": 0, "replies": 0, "unsubscribed": 0,
+                      "call_results": 0}
 
 
 @pytest.mark.parametrize("text", ["退订", " t ", "TD", "r", "N"])

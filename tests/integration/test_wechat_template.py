@@ -14,12 +14,12 @@ from structlog.testing import capture_logs
 from channels.base import Channel, ChannelContext, OutcomeKind, Touch
 from channels.fakes.server import FakeServer, free_port
 from channels.fakes.wechat_template import WechatFake
+from channels.wechat.crypto import plain_signature
 from channels.wechat.template import (
     _CODES,
     ACKNOWLEDGEMENT,
     WechatTemplateChannel,
     WechatTemplateSettings,
-    check_signature,
     parse_event,
 )
 from engine.ledger.token_store import LedgerTokenStore
@@ -216,8 +216,8 @@ def test_push__signature_checked_and_events_parsed(fake: WechatFake) -> None:
     send(channel(fake), touch(1))
     msgid = fake.messages[0]["msgid"]
     params, ok = fake.push(msgid, "success")
-    assert check_signature(fake.push_token, params["signature"], params["timestamp"], params["nonce"])
-    assert not check_signature("wrong-token", params["signature"], params["timestamp"], params["nonce"])
+    assert plain_signature(fake.push_token, params["timestamp"], params["nonce"]) == params["signature"]
+    assert plain_signature("wrong-token", params["timestamp"], params["nonce"]) != params["signature"]
     [receipt] = parse_event(ok)
     assert (receipt.vendor_id, receipt.delivered, receipt.status) == (str(msgid), True, "success")
     assert receipt.at is not None
@@ -227,6 +227,7 @@ def test_push__signature_checked_and_events_parsed(fake: WechatFake) -> None:
         (False, "failed:user block"), (False, "failed: system failed")]
     assert parse_event(b"<xml><MsgType>event</MsgType><Event>subscribe</Event></xml>") == []
     assert parse_event(b"not xml") == []
+    assert parse_event(b'<?xml version="1.0" encoding="no-such"?><xml/>') == []
     assert ACKNOWLEDGEMENT == "success"
 
 

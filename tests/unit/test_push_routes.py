@@ -1,64 +1,77 @@
-"""The callback server's routes come from the adapters' own declarations (`push_routes`)."""
+"""The callback server's routes come from the adapters' own declarations (`push_routes`), and exist only
+for adapters that are configured and authenticated (issue 14)."""
 
 from __future__ import annotations
 
-import hashlib
-
 import pytest
+from pydantic import ValidationError
 from starlette.routing import Route
 
-from channels.aliyun.sms import PUSH_ACK
-from channels.tencent.sms import CALLBACK_ACK
+from channels.aliyun.sms import PUSH_ACK, AliyunSmsSettings
+from channels.base import ChannelSettings
+from channels.tencent.sms import CALLBACK_ACK, TencentSmsSettings
 from channels.wechat.template import ACKNOWLEDGEMENT, WechatTemplateSettings
-from engine.run.callbacks import build_app, push_routes
+from engine.clock import zone
+from engine.run.callbacks import PushTally, build_app, push_off, served_routes
 
-UNSIGNED = {
-    ("/callbacks/aliyun/sms-report", "aliyun"), ("/callbacks/aliyun/sms-up", "aliyun"),
-    ("/callbacks/aliyun/voice-report", "aliyun"), ("/callbacks/tencent/sms-status", "tencent"),
-    ("/callbacks/tencent/sms-reply", "tencent"),
-}
+SECRET = "s3cret-path-0123456789abcdefghijkl"
 
 
-def _account(token: str | None) -> WechatTemplateSettings:
-    return WechatTemplateSettings(adapter="wechat_template", app_id=f"wx-{token}", app_secret="s", token=token)
+def aliyun(**extra: object) -> AliyunSmsSettings:
+    return AliyunSmsSettings.model_validate({"adapter": "aliyun_sms", "access_key_id": "k", "access_key_secret": "s",
+                                             "sign_name": "麦德氏", **extra})
 
 
-def _signed(token: str, timestamp: str = "1700000000", nonce: str = "n1") -> dict[str, str]:
-    """A push's query as WeChat signs it with `token`."""
-    signature = hashlib.sha1("".join(sorted([token, timestamp, nonce])).encode()).hexdigest()
-    return {"signature": signature, "timestamp": timestamp, "nonce": nonce}
+def tencent(**extra: object) -> TencentSmsSettings:
+    return TencentSmsSettings.model_validate({"adapter": "tencent_sms", "secret_id": "i", "secret_key": "k",
+                                              "sdk_app_id": "1400000000", "sign_name": "麦德氏", **extra})
 
 
-def test_push_routes__unsigned_vendor_pushes_are_served_whatever_is_configured() -> None:
-    """Aliyun's and Tencent's pushes are served with no channel configured, each acknowledged the
-    vendor's way; WeChat's needs an account token to check its signature, so without one it is not."""
-    routes = {r.path: r for r in push_routes([])}
-    assert {(r.path, r.vendor) for r in routes.values()} == UNSIGNED
-    assert routes["/callbacks/aliyun/sms-up"].ack == PUSH_ACK
-    assert routes["/callbacks/tencent/sms-reply"].ack == CALLBACK_ACK
-    assert all(r.methods == ("POST",) and r.verify is None and r.echo is None for r in routes.values())
-    assert {r.path for r in push_routes([_account(None)])} == set(routes)
+def wechat(**extra: object) -> WechatTemplateSettings:
+    return WechatTemplateSettings.model_validate({"adapter": "wechat_template", "app_id": "wx1", "app_secret": "s",
+                                                  **extra})
 
 
-def test_push_routes__wechat_push_signed_by_any_configured_account_passes() -> None:
-    """One WeChat route for every account: a push signed with either account's token passes, a
-    push signed with another token does not."""
-    [wechat] = [r for r in push_routes([_account("tok-a"), _account("tok-b"), _account(None)])
-                if r.vendor == "wechat"]
-    assert (wechat.path, wechat.methods, wechat.ack, wechat.echo) == (
-        "/callbacks/wechat", ("GET", "POST"), ACKNOWLEDGEMENT, "echostr")
-    assert wechat.verify is not None
-    assert wechat.verify(_signed("tok-a")) and wechat.verify(_signed("tok-b"))
-    assert not wechat.verify(_signed("tok-c"))
-    assert not wechat.verify({})
+def test_no_channel_configured__serves_no_route() -> None:
+    """Aliyun's and Tencent's pushes used to be served whatever was configured; now nothing is."""
+    assert served_routes({}) == []
 
 
-@pytest.mark.parametrize(("accounts", "wechat"), [([], False), ([_account("tok-a")], True)])
-def test_build_app__one_route_per_declared_push(accounts: list[WechatTemplateSettings], wechat: bool) -> None:
-    """The app serves exactly the declared paths with their methods."""
-    app = build_app(book=None, channels=accounts)  # type: ignore[arg-type]  # routes only: nothing is pushed
+def test_configured_with_a_secret__serves_the_vendors_routes_with_their_acknowledgements() -> None:
+    channels: dict[str, ChannelSettings] = {"sms": aliyun(callback_secret=SECRET,
+                                                          fallback=tencent(callback_secret=SECRET))}
+    routes = {s.route.route: s for s in served_routes(channels)}  # type: ignore[arg-type]
+    assert set(routes) == {"aliyun/sms-report", "aliyun/sms-up", "tencent/sms-status", "tencent/sms-reply"}
+    assert routes["aliyun/sms-up"].route.ack == PUSH_ACK and routes["tencent/sms-reply"].route.ack == CALLBACK_ACK
+    assert all(s.route.secrets == (SECRET,) for s in routes.values())
+    assert routes["aliyun/sms-report"].origin.senders == {("sms", None), ("sms", "aliyun_sms")}
+    assert routes["tencent/sms-status"].origin.senders == {("sms", "tencent_sms")}
+
+
+def test_without_secret_or_with_push_off__no_route_and_the_reason() -> None:
+    channels: dict[str, ChannelSettings] = {"sms": aliyun(fallback=tencent(callback_secret=SECRET, push=False)),
+                                            "template": wechat(token="t")}
+    assert served_routes(channels) == []  # type: ignore[arg-type]
+    assert push_off(channels) == [  # type: ignore[arg-type]
+        ("sms", "aliyun_sms", "no callback_secret"), ("sms", "tencent_sms", "push: off"),
+        ("template", "wechat_template", "push_mode safe needs encoding_aes_key")]
+
+
+@pytest.mark.parametrize("secret", ["short", "x" * 31, "has space " * 4, "中文" * 20, ["a" * 32, "b" * 32, "c" * 32]])
+def test_callback_secret__shape_is_checked_and_never_echoed(secret: object) -> None:
+    with pytest.raises(ValidationError) as raised:
+        aliyun(callback_secret=secret)
+    message = str(raised.value.errors()[0]["msg"])
+    assert "32" in message or "two" in message
+    assert all(str(part) not in message for part in (secret if isinstance(secret, list) else [secret]))
+
+
+def test_build_app__paths_hold_the_secret_and_wechat_is_signed_instead() -> None:
+    channels: dict[str, ChannelSettings] = {"sms": aliyun(callback_secret=SECRET),
+                                            "template": wechat(token="t", push_mode="plain")}
+    app = build_app(None, channels, PushTally(zone("Asia/Shanghai"), lambda: None))  # type: ignore[arg-type]
     served = {(r.path, m) for r in app.routes if isinstance(r, Route) for m in r.methods or ()}
-    expected = {(p, "POST") for p, _ in UNSIGNED}
-    if wechat:
-        expected |= {("/callbacks/wechat", "GET"), ("/callbacks/wechat", "POST"), ("/callbacks/wechat", "HEAD")}
-    assert served == expected
+    assert served == {("/callbacks/aliyun/sms-report/{secret}", "POST"), ("/callbacks/aliyun/sms-up/{secret}", "POST"),
+                      ("/callbacks/wechat", "GET"), ("/callbacks/wechat", "HEAD"), ("/callbacks/wechat", "POST")}
+    [template] = [s for s in served_routes(channels) if s.route.route == "wechat"]  # type: ignore[arg-type]
+    assert template.route.ack == ACKNOWLEDGEMENT and template.route.open is not None and not template.route.secrets
