@@ -148,10 +148,12 @@ def test_tick_run_status__every_channel_on_its_fake(tmp_path: Path, db_url: str,
         vendors.callbacks = f"http://{listen}"  # now the fakes push what the vendors push
         pushed = vendors.settle(datetime.now(SHANGHAI) + timedelta(minutes=2))
         assert (pushed["sms_reported"], pushed["template_pushed"]) == (1, 1)
-        for query, body in vendors.wechat.pushes():
-            for _ in range(3):  # pushed three times: the second and third change nothing
+        for _ in range(3):  # WeChat pushes again (a fresh nonce each time): the second and third change nothing
+            for query, body in vendors.wechat.pushes():
                 answer = httpx.post(f"http://{listen}/callbacks/wechat", params=query, content=body, timeout=5)
                 assert answer.status_code == 200 and answer.text == "success"
+        replayed = httpx.post(f"http://{listen}/callbacks/wechat", params=query, content=body, timeout=5)
+        assert replayed.status_code == 403  # the same signed push twice is a replay
 
         def delivered() -> bool:
             with engine.connect() as conn:

@@ -4,6 +4,7 @@ and only where it fits the touch it names; vendor acknowledgements out, once in 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import time
 from collections.abc import Iterator
@@ -372,3 +373,34 @@ def test_wechat__without_aes_key_in_safe_mode_no_route_is_served(db: Engine) -> 
     assert settings.push_off_reason() == "push_mode safe needs encoding_aes_key"
     with served(db, {"template": settings}) as client:
         assert client.post("/callbacks/wechat", content=b"<xml/>").status_code == 404
+
+
+def test_status__shows_todays_counts_the_last_accepted_push_and_warns_of_lost_replies(db: Engine) -> None:
+    """`siyu status` shows per route today's counts and the last accepted push, and warns when an Aliyun
+    SMS adapter serves no push route (its 退订 replies would be lost: SmsUp has no pull)."""
+    from engine.config import Settings
+    from engine.run.status import render, report
+
+    tally = PushTally(zone("Asia/Shanghai"), lambda: NOW)
+    tally.add("aliyun/sms-up", "applied", 3)
+    tally.add("aliyun/sms-up", "refused", 2)
+    tally.flush(db)
+    served_settings = Settings.model_validate({"channels": {"sms": {
+        "adapter": "aliyun_sms", "access_key_id": "k", "access_key_secret": "s", "sign_name": "x",
+        "callback_secret": SECRET}}})
+    pushes = report(db, served_settings, [], NOW)["pushes"]
+    assert pushes["routes"]["aliyun/sms-up"]["today"]["applied"] == 3
+    assert pushes["routes"]["aliyun/sms-up"]["today"]["refused"] == 2
+    assert pushes["routes"]["aliyun/sms-up"]["last_accepted"] == "2026-11-22T10:00:00+08:00"
+    assert pushes["routes"]["aliyun/sms-report"]["last_accepted"] is None
+    assert pushes["warnings"] == []
+
+    unserved = Settings.model_validate({"channels": {"sms": {
+        "adapter": "aliyun_sms", "access_key_id": "k", "access_key_secret": "s", "sign_name": "x"}}})
+    status = report(db, unserved, [], NOW)
+    assert status["pushes"]["warnings"] == [
+        "channel sms (aliyun_sms) serves no push route (no callback_secret): its 退订 replies are lost "
+        "(Aliyun has no pull for SmsUp)"]
+    out = io.StringIO()
+    render(status, out)
+    assert "vendor pushes today" in out.getvalue() and "warning: channel sms (aliyun_sms)" in out.getvalue()
