@@ -47,8 +47,14 @@ def _mark(node: yaml.Node) -> Position:
     return node.start_mark.line + 1, node.start_mark.column + 1
 
 
-MAX_DEPTH = 100
+MAX_DEPTH = 50
 """Deeper nesting than this is refused: no playbook or config needs it."""
+MAX_BYTES = 1_048_576
+"""A playbook or config file larger than this is refused before it is parsed."""
+MAX_ALIASES = 100
+"""More aliases (`*name`, merge keys included) than this are refused."""
+MAX_NODES = 10_000
+"""More values than this, counted with every alias expanded, are refused (alias and merge-key bombs)."""
 
 
 class _Builder:
@@ -133,8 +139,58 @@ COMPOSER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 """libyaml's parser when PyYAML has it (about 15× faster, same nodes and marks), else PyYAML's own."""
 
 
+def _bounds_problem(text: str, file: str) -> Problem | None:
+    """The first bound `text` breaks, found in one pass over the parser's events before anything is
+    composed (composing a 30,000-deep list crashes PyYAML; expanding an alias bomb exhausts memory)."""
+    anchors: dict[str, int] = {}  #: anchor → how many values it stands for, expanded
+    sizes: list[int] = []  #: per open collection: its values so far, expanded (itself included)
+    names: list[str | None] = []  #: per open collection: its anchor
+    total = aliases = 0
+    for event in yaml.parse(text, Loader=COMPOSER):
+        mark = event.start_mark
+        line, col = (mark.line + 1, mark.column + 1) if mark is not None else (None, None)
+        if isinstance(event, yaml.CollectionEndEvent):
+            size, name = sizes.pop(), names.pop()
+            if name is not None:
+                anchors[name] = size
+            if sizes:
+                sizes[-1] += size
+            continue
+        if isinstance(event, yaml.CollectionStartEvent):
+            if len(sizes) >= MAX_DEPTH:
+                return Problem(file, line, col, f"nested more than {MAX_DEPTH} levels deep")
+            sizes.append(1)
+            names.append(event.anchor)
+            total += 1
+        elif isinstance(event, yaml.ScalarEvent | yaml.AliasEvent):
+            count = 1
+            if isinstance(event, yaml.AliasEvent):
+                aliases += 1
+                if aliases > MAX_ALIASES:
+                    return Problem(file, line, col, f"more than {MAX_ALIASES} aliases")
+                count = anchors.get(event.anchor or "", 1)
+            elif event.anchor is not None:
+                anchors[event.anchor] = 1
+            total += count
+            if sizes:
+                sizes[-1] += count
+        if total > MAX_NODES:
+            return Problem(file, line, col, f"more than {MAX_NODES:,} values (aliases expanded)")
+    return None
+
+
 def parse_yaml(text: str, file: str, error: type[ProblemsError], what: str = "playbook") -> tuple[Any, SourceMap]:
-    """Parse one YAML document; `error` (located problems) for anything malformed."""
+    """Parse one YAML document; `error` (located problems) for anything malformed, too large, too
+    deep or expanding to too many values (`_bounds_problem`)."""
+    size = len(text.encode("utf-8", "surrogatepass"))
+    if size > MAX_BYTES:
+        raise error([Problem(file, None, None, f"file too large ({size:,} bytes; at most {MAX_BYTES:,})")])
+    try:
+        problem = _bounds_problem(text, file)
+    except yaml.YAMLError:
+        problem = None  # malformed: composing below says where
+    if problem is not None:
+        raise error([problem])
     try:
         documents = list(yaml.compose_all(text, Loader=COMPOSER))
     except yaml.MarkedYAMLError as exc:

@@ -399,8 +399,8 @@ def test_status__shows_todays_counts_the_last_accepted_push_and_warns_of_lost_re
         "adapter": "aliyun_sms", "access_key_id": "k", "access_key_secret": "s", "sign_name": "x"}}})
     status = report(db, unserved, [], NOW)
     assert status["pushes"]["warnings"] == [
-        "channel sms (aliyun_sms) serves no push route (no callback_secret): its 退订 replies are lost "
-        "(Aliyun has no pull for SmsUp)"]
+        ("channel sms (aliyun_sms) serves no push route (no callback_secret): its 退订 replies are lost "
+         "(Aliyun has no pull for SmsUp)")]
     out = io.StringIO()
     render(status, out)
     assert "vendor pushes today" in out.getvalue() and "warning: channel sms (aliyun_sms)" in out.getvalue()
