@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, select, update
+from sqlalchemy import ColumnElement, Connection, and_, select, update
 from sqlalchemy.engine import RowMapping
 
 from engine.grammar.addresses import ADDRESS_FIELDS
@@ -22,14 +22,11 @@ def record_delivery(conn: Connection, *, touch_id: str | None, vendor_id: str | 
     Returns the touch_id it landed on, or None when no sent touch matches. A receipt that
     says the same thing again changes nothing.
     """
-    if touch_id is not None:
-        where = touches.c.touch_id == touch_id
-    elif vendor_id is not None:
-        where = touches.c.vendor_id == vendor_id
-    else:
+    where = _named_by(touch_id, vendor_id)
+    if where is None:
         return None
     row = conn.execute(select(touches.c.touch_id, touches.c.delivery, touches.c.delivery_status)
-                       .where(where, touches.c.state.in_(("sent", "unknown"))).limit(1)).first()
+                       .where(where).limit(1)).first()
     if row is None:
         return None
     delivery = "delivered" if delivered else "undelivered"
@@ -45,17 +42,25 @@ def record_delivery(conn: Connection, *, touch_id: str | None, vendor_id: str | 
 def receipt_target(conn: Connection, *, touch_id: str | None, vendor_id: str | None) -> RowMapping | None:
     """The sent touch a receipt names (by touch_id, else vendor_id) with its channel, provider and the
     member's addresses as stored now; None when no sent touch matches."""
-    if touch_id is not None:
-        where = touches.c.touch_id == touch_id
-    elif vendor_id is not None:
-        where = touches.c.vendor_id == vendor_id
-    else:
+    where = _named_by(touch_id, vendor_id)
+    if where is None:
         return None
     columns = [touches.c.touch_id, touches.c.channel, touches.c.provider, touches.c.member_id,
                *(members.c[name] for name in sorted({f for fields in ADDRESS_FIELDS.values() for f in fields}))]
     return conn.execute(select(*columns).select_from(touches.outerjoin(members, members.c.member_id ==
                                                                        touches.c.member_id))
-                        .where(where, touches.c.state.in_(("sent", "unknown"))).limit(1)).mappings().first()
+                        .where(where).limit(1)).mappings().first()
+
+
+def _named_by(touch_id: str | None, vendor_id: str | None) -> ColumnElement[bool] | None:
+    """The sent touch a receipt names: by our touch_id, else by the vendor's id (None: it names none)."""
+    if touch_id is not None:
+        named = touches.c.touch_id == touch_id
+    elif vendor_id is not None:
+        named = touches.c.vendor_id == vendor_id
+    else:
+        return None
+    return and_(named, touches.c.state.in_(("sent", "unknown")))
 
 
 def awaiting_receipts(conn: Connection, channel: str, since: datetime, limit: int = 1000) -> list[RowMapping]:
