@@ -301,6 +301,17 @@ def _low_limit_server(soft: int, hoard: bool, watched: str, wanted: Any) -> subp
                             text=True)
 
 
+def _log_while_connected(child: subprocess.Popen[str], port: int, connections: int) -> tuple[list[dict[str, Any]], str]:
+    """Hold `connections` to the child server until it exits; its JSON log lines and its stderr."""
+    clients = [_connect(port) for _ in range(connections)]
+    try:
+        out, err = child.communicate(timeout=30)
+    finally:
+        for sock in clients:
+            sock.close()
+    return [json.loads(line) for line in out.splitlines()], err
+
+
 def test_http_limits__accept_out_of_file_descriptors_logs_one_line_not_tracebacks() -> None:
     """With every descriptor in use, each accept() fails (EMFILE) through two of asyncio's retry rounds,
     thousands of failures in all: the log holds one http.accept_failed line and no traceback."""
@@ -308,13 +319,7 @@ def test_http_limits__accept_out_of_file_descriptors_logs_one_line_not_traceback
     assert child.stdout is not None
     started = json.loads(child.stdout.readline())
     assert started["backlog"] * 2 + 1 == 4097  # two full rounds of asyncio's accept loop
-    clients = [_connect(started["port"]) for _ in range(3)]
-    try:
-        out, err = child.communicate(timeout=30)
-    finally:
-        for sock in clients:
-            sock.close()
-    lines = [json.loads(line) for line in out.splitlines()]
+    lines, err = _log_while_connected(child, started["port"], 3)
     assert lines[-1]["occurrences"] >= 4097
     accept_lines = [line for line in lines if line.get("event") == "http.accept_failed"]
     assert len(accept_lines) == 1
@@ -329,13 +334,7 @@ def test_http_limits__connections_over_the_limit_are_closed_at_once_with_one_lin
     child = _low_limit_server(256, hoard=False, watched="over_capacity", wanted="16")
     assert child.stdout is not None
     port = json.loads(child.stdout.readline())["port"]
-    clients = [_connect(port) for _ in range(220)]
-    try:
-        out, err = child.communicate(timeout=30)
-    finally:
-        for sock in clients:
-            sock.close()
-    lines = [json.loads(line) for line in out.splitlines()]
+    lines, err = _log_while_connected(child, port, 220)
     assert lines[-1]["occurrences"] == 16
     over = [line for line in lines if line.get("event") == "http.over_capacity"]
     assert [(line["connections"], line["limit"]) for line in over] == [(205, 204)]
